@@ -1,0 +1,38 @@
+# The few verbs people expect. Each target sets up what it needs first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The Claude Code CLI, pinned in package.json / package-lock.json.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup
+	$(VENV)/bin/claude-server $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff format --check claude_server tests bench
+	$(VENV)/bin/ruff check claude_server tests bench
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/latency.py
+	$(PY) bench/forwarding.py
+
+clean:
+	rm -rf $(VENV) node_modules

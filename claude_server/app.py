@@ -1,0 +1,76 @@
+"""create_app(settings): wiring only. State lives under typed AppKeys; resources open and
+close in cleanup contexts (cleanup runs if and only if startup finished)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp_cors
+from aiohttp import web
+
+from claude_server import db
+from claude_server.appkeys import BROKER, DB, SETTINGS, STORE
+from claude_server.claude.command import build_env
+from claude_server.claude.process import probe_cli
+from claude_server.config import Settings
+from claude_server.middleware import error_middleware
+from claude_server.routes import setup_routes
+from claude_server.store import Store
+from claude_server.turns import Broker
+from claude_server.workspaces import Workspaces
+
+log = logging.getLogger(__name__)
+
+
+async def db_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    conn = await db.connect(settings.db_file)
+    await db.migrate(conn)
+    app[DB] = conn
+    app[STORE] = Store(conn)
+    yield
+    await conn.close()
+
+
+async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    cli = await probe_cli(settings.claude_bin, build_env(settings.environ, "probe"))
+    if cli.found:
+        log.info("Claude Code CLI %s at %s", cli.version, cli.path)
+    else:
+        log.warning("Claude Code CLI not usable: %s; /api/claude answers 503 until it is", cli.error)
+    workspaces = Workspaces(settings.workspace_root_path)
+    workspaces.ensure_root()
+    app[BROKER] = Broker(settings, app[STORE], workspaces, cli)
+    yield
+
+
+async def on_shutdown(app: web.Application) -> None:
+    # Runs after the listener closed and before aiohttp waits for handlers: ending the
+    # turns here lets every open stream send its last event and finish by itself.
+    if BROKER in app:
+        await app[BROKER].shutdown()
+
+
+def setup_cors(app: web.Application, routes: list[web.AbstractRoute], origins: tuple[str, ...]) -> None:
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=False,
+        expose_headers="*",
+        allow_headers="*",
+        allow_methods="*",
+        max_age=3600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in origins})
+    for route in routes:
+        cors.add(route)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(db_ctx)
+    app.cleanup_ctx.append(broker_ctx)
+    app.on_shutdown.append(on_shutdown)
+    setup_cors(app, setup_routes(app), settings.cors_origins)
+    return app

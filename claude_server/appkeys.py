@@ -1,0 +1,15 @@
+"""Typed application state. In a module of its own so that nothing imports in a circle."""
+
+from __future__ import annotations
+
+import aiosqlite
+from aiohttp import web
+
+from claude_server.config import Settings
+from claude_server.store import Store
+from claude_server.turns import Broker
+
+SETTINGS = web.AppKey("SETTINGS", Settings)
+DB = web.AppKey("DB", aiosqlite.Connection)
+STORE = web.AppKey("STORE", Store)
+BROKER = web.AppKey("BROKER", Broker)

@@ -1,0 +1,54 @@
+"""What a CLI stdout line means. Fields are read defensively: they change across versions
+(between 2.1.197 and 2.1.330 ``init`` gained 11 fields and ``result`` 8, and in ``result``
+the ``type`` key moved to the end), and unknown types are passed through untouched."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def parse(line: bytes) -> dict[str, Any] | None:
+    """The line as a JSON object, or None when it is not one (those are logged, not sent)."""
+    if not line.startswith(b"{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def kind(obj: dict[str, Any]) -> str:
+    """``type`` or ``type/subtype`` for system lines: ``system/init``, ``assistant``, ``result``."""
+    t = obj.get("type")
+    t = t if isinstance(t, str) else "unknown"
+    if t == "system" and isinstance(obj.get("subtype"), str):
+        return f"system/{obj['subtype']}"
+    return t
+
+
+def session_id(obj: dict[str, Any]) -> str | None:
+    sid = obj.get("session_id")
+    return sid if isinstance(sid, str) and sid else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def result_summary(obj: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a ``result`` line that the server records and returns for ``stream: false``."""
+    usage = obj.get("usage")
+    num_turns = obj.get("num_turns")
+    duration = obj.get("duration_ms")
+    return {
+        "session_id": session_id(obj),
+        "result": obj.get("result") if isinstance(obj.get("result"), str) else None,
+        "subtype": obj.get("subtype") if isinstance(obj.get("subtype"), str) else None,
+        "is_error": bool(obj.get("is_error", False)),
+        "total_cost_usd": _number(obj.get("total_cost_usd")),
+        "usage": usage if isinstance(usage, dict) else None,
+        "num_turns": num_turns if isinstance(num_turns, int) and not isinstance(num_turns, bool) else None,
+        "duration_ms": _number(duration),
+    }

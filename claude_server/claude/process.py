@@ -1,0 +1,270 @@
+"""One CLI process: spawn it in its workspace, feed the prompt, read its lines, end it.
+
+The CLI runs in a process group of its own, and every Bash tool command it starts runs in a
+session and group of their own (CLI-FACTS: "Processes"), so signalling a group never reaches
+all of a turn. A turn's processes are found instead by the marker variable in their
+environment (``TURN_MARKER``), which tools inherit and ``/proc/<pid>/environ`` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from claude_server.claude.command import TURN_MARKER
+
+log = logging.getLogger(__name__)
+
+# asyncio's readline() stops at 64 KiB and CLI lines can be megabytes (a file read by a
+# tool, a long answer): lines are framed here from raw chunks. A line longer than this
+# ends the turn rather than the server's memory.
+MAX_LINE_BYTES = 256 * 1024 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
+# The pipe reader pauses the child at twice this much unread output.
+PIPE_BUFFER_BYTES = 1024 * 1024
+STDERR_TAIL_BYTES = 8 * 1024
+# SIGTERM lets the CLI end its own tools (their results read "Exit code 137"); SIGKILL
+# would orphan them. This is how long it gets before everything of the turn is killed.
+TERM_GRACE_S = 1.0
+# After the CLI exits, how long stdout may stay open (held by a stray child) before the
+# turn's leftover processes are killed so that it closes.
+EOF_GRACE_S = 1.0
+SWEEP_ROUNDS = 10
+SWEEP_PAUSE_S = 0.05
+
+
+class LineTooLong(Exception):
+    """The CLI printed a line longer than MAX_LINE_BYTES."""
+
+
+def scan_marked(name: str = TURN_MARKER) -> dict[int, str]:
+    """Every live process (but this one) whose environment holds ``name``, with its value."""
+    me = os.getpid()
+    prefix = b"\0" + name.encode() + b"="
+    found: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                data = b"\0" + fh.read()
+        except OSError:  # gone, or not ours to read
+            continue
+        start = data.find(prefix)
+        if start < 0:
+            continue
+        start += len(prefix)
+        end = data.find(b"\0", start)
+        found[int(entry.name)] = data[start : end if end >= 0 else len(data)].decode(errors="replace")
+    return found
+
+
+def kill_marked(values: set[str], name: str = TURN_MARKER) -> int:
+    """SIGKILL every process whose marker is one of ``values``, until none is left.
+
+    Returns how many processes were killed. Blocking (reads /proc): run it in a thread."""
+    killed = 0
+    for _ in range(SWEEP_ROUNDS):
+        pids = [pid for pid, value in scan_marked(name).items() if value in values]
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+        # A killed process stays visible until its parent reaps it; its environ then reads
+        # empty, so the next scan skips it. Give the kernel a moment.
+        time.sleep(SWEEP_PAUSE_S)
+    return killed
+
+
+@dataclass(frozen=True)
+class CliInfo:
+    """What ``<claude-bin> --version`` said at start."""
+
+    bin: str
+    path: str | None
+    version: str | None
+    error: str | None
+
+    @property
+    def found(self) -> bool:
+        return self.path is not None and self.version is not None
+
+
+async def probe_cli(claude_bin: str, env: Mapping[str, str], timeout_s: float = 30.0) -> CliInfo:
+    """Find the CLI (on the child's PATH, or as a path) and ask it for its version."""
+    path = shutil.which(claude_bin, path=env.get("PATH"))
+    if path is None:
+        where = "at that path" if os.sep in claude_bin else "on PATH"
+        return CliInfo(claude_bin, None, None, f"{claude_bin!r} not found {where}")
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            path,
+            "--version",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env),
+            start_new_session=True,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return CliInfo(claude_bin, path, None, f"{path} --version did not answer within {timeout_s:.0f}s")
+    except OSError as exc:
+        return CliInfo(claude_bin, path, None, f"{path} could not be run: {exc}")
+    if proc.returncode != 0:
+        detail = (err or out).decode(errors="replace").strip()[-500:]
+        return CliInfo(claude_bin, path, None, f"{path} --version exited with {proc.returncode}: {detail}")
+    return CliInfo(claude_bin, path, out.decode(errors="replace").strip(), None)
+
+
+class CliProcess:
+    """A running CLI. Use ``spawn``; iterate ``lines()``; ``terminate()`` or ``wait()``; ``close()``."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, turn_id: str) -> None:
+        self.proc = proc
+        self.turn_id = turn_id
+        self._stderr: collections.deque[bytes] = collections.deque()
+        self._stderr_size = 0
+        self._eof = False
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    async def spawn(
+        cls, argv: list[str], *, cwd: Path, env: Mapping[str, str], stdin_data: bytes, turn_id: str
+    ) -> CliProcess:
+        """Start the CLI in a new session (so in its own process group), prompt on stdin."""
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=str(cwd),
+            env=dict(env),
+            start_new_session=True,
+            limit=PIPE_BUFFER_BYTES,
+        )
+        self = cls(proc, turn_id)
+        self._stderr_task = asyncio.create_task(self._drain_stderr())
+        self._tasks = [
+            asyncio.create_task(self._feed(stdin_data)),
+            self._stderr_task,
+            asyncio.create_task(self._watch_exit()),
+        ]
+        return self
+
+    async def _feed(self, data: bytes) -> None:
+        # Close stdin after the prompt: with it left open the CLI waits for more input.
+        stdin = self.proc.stdin
+        assert stdin is not None
+        try:
+            stdin.write(data)
+            await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            log.debug("turn %s: CLI closed stdin before reading the whole prompt", self.turn_id)
+        finally:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+                stdin.close()
+
+    async def _drain_stderr(self) -> None:
+        # An undrained stderr pipe blocks the child once it is full.
+        stderr = self.proc.stderr
+        assert stderr is not None
+        while chunk := await stderr.read(64 * 1024):
+            log.debug("turn %s stderr: %s", self.turn_id, chunk.decode(errors="replace").rstrip())
+            self._stderr.append(chunk)
+            self._stderr_size += len(chunk)
+            while self._stderr_size - len(self._stderr[0]) >= STDERR_TAIL_BYTES:
+                self._stderr_size -= len(self._stderr.popleft())
+
+    async def _watch_exit(self) -> None:
+        await self.proc.wait()
+        await asyncio.sleep(EOF_GRACE_S)
+        if not self._eof:
+            log.warning("turn %s: CLI exited but its stdout is still open; ending leftover processes", self.turn_id)
+            await self.sweep()
+
+    async def stderr_done(self, timeout_s: float = 1.0) -> None:
+        """Wait (briefly) until stderr is read to its end, so that its tail is complete."""
+        if self._stderr_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), timeout_s)
+
+    def stderr_tail(self) -> str:
+        return b"".join(self._stderr)[-STDERR_TAIL_BYTES:].decode(errors="replace")
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """stdout, one line at a time without its newline, of any length up to MAX_LINE_BYTES."""
+        stdout = self.proc.stdout
+        assert stdout is not None
+        pending = bytearray()
+        while chunk := await stdout.read(READ_CHUNK_BYTES):
+            start = 0
+            while (nl := chunk.find(b"\n", start)) >= 0:
+                if pending:
+                    pending += chunk[start:nl]
+                    line = bytes(pending)
+                    pending.clear()
+                else:
+                    line = chunk[start:nl]
+                start = nl + 1
+                yield line
+            if start < len(chunk):
+                pending += chunk[start:]
+                if len(pending) > MAX_LINE_BYTES:
+                    raise LineTooLong(f"the CLI printed a line longer than {MAX_LINE_BYTES} bytes")
+        self._eof = True
+        if pending:
+            yield bytes(pending)
+
+    async def wait(self) -> int:
+        return await self.proc.wait()
+
+    async def terminate(self, grace_s: float = TERM_GRACE_S) -> None:
+        """SIGTERM the CLI's group, wait ``grace_s``, then SIGKILL what is left of the turn."""
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+            except TimeoutError:
+                log.warning("turn %s: CLI ignored SIGTERM for %.1fs; killing it", self.turn_id, grace_s)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                await self.proc.wait()
+        await self.sweep()
+
+    async def sweep(self) -> int:
+        """Kill every process still carrying this turn's marker (tools the CLI left behind)."""
+        killed = await asyncio.to_thread(kill_marked, {self.turn_id})
+        if killed:
+            log.info("turn %s: killed %d leftover process(es)", self.turn_id, killed)
+        return killed
+
+    async def close(self) -> None:
+        """After the turn: make sure the process is gone and nothing of it is left."""
+        if self.proc.returncode is None:
+            await self.terminate()
+        else:
+            await self.sweep()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

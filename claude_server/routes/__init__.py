@@ -1,0 +1,15 @@
+"""HTTP only: parse and validate the request, call the broker or the store, render."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from claude_server.routes import health, native, sessions
+
+
+def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
+    """Add every route; returns them so that CORS can be set up on each."""
+    routes: list[web.AbstractRoute] = []
+    for module in (health, native, sessions):
+        routes.extend(app.router.add_routes(module.routes))
+    return routes

@@ -1,0 +1,49 @@
+"""Helpers shared by the route modules: reading a JSON body, turning validation errors
+into one clear 400."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from claude_server.errors import BadRequest, UnsupportedMediaType
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, or 415 (not JSON) / 400 (malformed) / 413 (too large)."""
+    ctype = request.content_type
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Send the request body as JSON with Content-Type: application/json (got {ctype or 'none'!r})"
+        )
+    raw = await request.read()  # raises 413 past client_max_size
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object", code="invalid_json")
+    return body
+
+
+_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "is required",
+}
+
+
+def validation_error(exc: ValidationError) -> BadRequest:
+    """One 400 naming every bad field; the first one also goes in ``field``."""
+    problems = []
+    fields = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in err["loc"]) or "body"
+        msg = _MESSAGES.get(err["type"], err["msg"])
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        fields.append(field)
+        problems.append(f"{field}: {msg}")
+    return BadRequest("; ".join(problems), code="invalid_field", field=fields[0] if fields else None)

@@ -1,0 +1,175 @@
+"""POST /api/claude: run one turn and stream the CLI's lines as SSE (or answer one JSON)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from claude_server import sse
+from claude_server.appkeys import BROKER
+from claude_server.claude.command import PermissionMode, TurnOptions
+from claude_server.errors import ApiError
+from claude_server.routes.common import read_json_object, validation_error
+from claude_server.turns import Status, Turn
+
+routes = web.RouteTableDef()
+
+# Linux caps one argv element at 128 KiB; system prompts travel as --flag=value.
+MAX_ARG_BYTES = 128 * 1024 - 64
+MAX_TOOLS = 256
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _fits_argv(value: str) -> str:
+    size = len(value.encode())
+    if size > MAX_ARG_BYTES:
+        raise ValueError(f"is {size} bytes; at most {MAX_ARG_BYTES} (it is passed as one command-line argument)")
+    return value
+
+
+def _session_id(value: str) -> str:
+    if not SESSION_ID_RE.match(value):
+        raise ValueError("is not a session id (letters, digits, '.', '_' and '-', at most 128)")
+    return value
+
+
+def _tool_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("tool names must not be empty")
+    if value.startswith("-"):
+        raise ValueError("tool names must not start with '-'")
+    return value
+
+
+ArgString = Annotated[str, AfterValidator(_no_nul), AfterValidator(_fits_argv)]
+ToolName = Annotated[str, Field(max_length=512), AfterValidator(_no_nul), AfterValidator(_tool_name)]
+ToolList = Annotated[list[ToolName], Field(max_length=MAX_TOOLS)]
+
+
+class ClaudeRequest(BaseModel):
+    """The body of POST /api/claude. Strict: no unknown fields, no type coercion."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    prompt: str
+    session_id: Annotated[str, AfterValidator(_session_id)] | None = None
+    dangerously_skip_permissions: bool | None = Field(
+        None, validation_alias=AliasChoices("dangerously-skip-permissions", "dangerously_skip_permissions")
+    )
+    allowed_tools: ToolList | None = Field(None, validation_alias=AliasChoices("allowedTools", "allowed_tools"))
+    disallowed_tools: ToolList | None = Field(
+        None, validation_alias=AliasChoices("disallowedTools", "disallowed_tools")
+    )
+    model: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)] | None = None
+    permission_mode: PermissionMode | None = None
+    max_turns: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    system_prompt: ArgString | None = None
+    append_system_prompt: ArgString | None = None
+    fork_session: bool | None = None
+    include_partial_messages: bool | None = None
+    max_budget_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    stream: bool | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClaudeRequest:
+        if not self.prompt.strip():
+            raise ValueError("prompt must not be empty")
+        if self.session_id:
+            for name in ("system_prompt", "append_system_prompt"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} cannot be given with session_id: the system prompt is fixed when a session "
+                        "is created and Claude Code ignores it on a resumed turn"
+                    )
+        elif self.fork_session:
+            raise ValueError("fork_session needs a session_id to fork from")
+        return self
+
+    def turn_options(self) -> TurnOptions:
+        return TurnOptions(
+            prompt=self.prompt,
+            session_id=self.session_id,
+            skip_permissions=bool(self.dangerously_skip_permissions),
+            allowed_tools=tuple(self.allowed_tools or ()),
+            disallowed_tools=tuple(self.disallowed_tools or ()),
+            model=self.model,
+            permission_mode=self.permission_mode,
+            max_turns=self.max_turns,
+            system_prompt=self.system_prompt,
+            append_system_prompt=self.append_system_prompt,
+            fork_session=bool(self.fork_session),
+            include_partial_messages=bool(self.include_partial_messages),
+            max_budget_usd=self.max_budget_usd,
+        )
+
+
+def parse_request(body: dict[str, Any]) -> ClaudeRequest:
+    try:
+        return ClaudeRequest.model_validate(body)
+    except ValidationError as exc:
+        err = validation_error(exc)
+        # A cross-field problem has no location of its own; name the field it is about.
+        if err.extra.get("field") == "body":
+            for name in ("prompt", "system_prompt", "append_system_prompt", "fork_session"):
+                if err.message.startswith(f"body: {name}"):
+                    err.extra["field"] = name
+                    err.message = err.message.removeprefix("body: ")
+                    break
+        raise err from None
+
+
+# How a turn that ended without a result answers a non-streaming request.
+_FAILURE_STATUS = {
+    "turn_timeout": 504,
+    "inactivity_timeout": 504,
+    "server_shutdown": 503,
+    "internal": 500,
+}
+
+
+def result_body(turn: Turn) -> dict[str, Any]:
+    assert turn.result is not None
+    return {"turn_id": turn.id, **turn.result, "session_id": turn.result.get("session_id") or turn.session_id}
+
+
+@routes.post("/api/claude")
+async def claude(request: web.Request) -> web.StreamResponse:
+    req = parse_request(await read_json_object(request))
+    broker = request.app[BROKER]
+    sub = await broker.start(req.turn_options())
+    turn = sub.turn
+    headers = {"X-Turn-Id": turn.id}
+    async with sub:
+        if req.stream is False:
+            await turn.wait()
+            if turn.result is not None and turn.stop_reason is None:
+                return web.json_response(result_body(turn), headers=headers)
+            error = dict(turn.error or {"code": "internal", "message": "The turn ended without a result"})
+            status = _FAILURE_STATUS.get(error["code"], 502)
+            if turn.status == Status.CANCELLED:
+                status = 409
+            raise ApiError(error.pop("message"), code=error.pop("code"), status=status, turn_id=turn.id, **error)
+        resp = await sse.open_stream(request, headers)
+        try:
+            await sse.follow(resp, sub)
+            await resp.write_eof()
+        except ConnectionResetError:
+            pass  # the client left; closing the subscription cancels the turn
+        return resp

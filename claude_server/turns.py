@@ -1,0 +1,491 @@
+"""The broker: owns every running turn.
+
+A turn is a CLI run that belongs to the server, not to the HTTP request that asked for it.
+The broker starts it (one turn per session at a time), reads the CLI's lines into the turn's
+seq-numbered event log, records the session when the CLI reports ``init`` and the outcome
+when it exits, enforces the timeouts, and ends the turn's whole process tree when it is
+cancelled. Any number of subscribers follow a turn from any seq; when the last one leaves a
+turn that was not started with ``detach``, the turn is cancelled.
+
+Nothing here imports aiohttp: routes render the events, the broker only produces them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from claude_server.claude import events
+from claude_server.claude.command import TurnOptions, build_argv, build_env
+from claude_server.claude.process import CliInfo, CliProcess, LineTooLong, probe_cli
+from claude_server.config import Settings
+from claude_server.errors import Conflict, NotFound, ServiceUnavailable
+from claude_server.store import Store
+from claude_server.workspaces import Workspaces
+
+log = logging.getLogger(__name__)
+
+# After the CLI printed its result it still writes its transcript; it gets this long to
+# exit by itself before it is ended (reported elsewhere: a CLI that never exits).
+POST_RESULT_GRACE_S = 10.0
+# The watchdog looks at the deadlines at least this often.
+WATCHDOG_TICK_S = 1.0
+# A subscriber takes at most this much of the log at once (one write to the client).
+BATCH_BYTES = 256 * 1024
+
+INSTALL_HINT = (
+    "Install it with `npm install -g @anthropic-ai/claude-code` (or `make setup` in the "
+    "claude-server repository), or point --claude-bin / CLAUDE_SERVER_CLAUDE_BIN at it."
+)
+
+
+class Status:
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a turn's log: a CLI line byte for byte, or an event of the server's own."""
+
+    seq: int
+    data: bytes
+    kind: str  # "system/init", "assistant", "result", ... or the server event's name
+    name: str | None = None  # SSE event name for server events ("error"); None for CLI lines
+
+
+@dataclass(frozen=True, slots=True)
+class StopReason:
+    code: str
+    message: str
+    status: str
+
+
+class Turn:
+    """A running (or finished) turn and its event log."""
+
+    def __init__(
+        self,
+        options: TurnOptions,
+        workspace: Path,
+        *,
+        created_workspace: bool,
+        detach: bool,
+        on_orphaned: Callable[[Turn], None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.id = str(uuid.uuid4())
+        self.options = options
+        self.workspace = workspace
+        self.created_workspace = created_workspace
+        self.detach = detach
+        self.session_id: str | None = options.session_id
+        self.status = Status.RUNNING
+        self.events: list[Event] = []
+        self.result: dict[str, Any] | None = None
+        self.error: dict[str, Any] | None = None
+        self.exit_code: int | None = None
+        self.stop_reason: StopReason | None = None
+        self.started_at = loop.time()
+        self.last_activity = self.started_at
+        self.result_at: float | None = None
+        self.process: CliProcess | None = None
+        self._on_orphaned = on_orphaned
+        self._followers = 0
+        self._changed = asyncio.Event()
+        self._done = asyncio.Event()
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.events)
+
+    def append(self, data: bytes, kind: str, name: str | None = None) -> Event:
+        event = Event(len(self.events) + 1, data, kind, name)
+        self.events.append(event)
+        self._wake()
+        return event
+
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def finish(self, status: str) -> None:
+        self.status = status
+        self._done.set()
+        self._wake()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+    def stop(self, code: str, message: str, status: str) -> bool:
+        """Record why the turn is being ended (the first reason wins)."""
+        if self.stop_reason is None and not self.finished:
+            self.stop_reason = StopReason(code, message, status)
+            return True
+        return False
+
+    def subscribe(self, after_seq: int = 0) -> Subscription:
+        return Subscription(self, after_seq)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "turn_id": self.id,
+            "session_id": self.session_id,
+            "status": self.status,
+            "detach": self.detach,
+            "last_seq": self.last_seq,
+        }
+
+
+class Subscription:
+    """A follower of one turn, from a seq on. Close it (or use ``async with``) when done:
+    the last follower of a turn that is not detached leaving cancels the turn."""
+
+    def __init__(self, turn: Turn, after_seq: int = 0) -> None:
+        self.turn = turn
+        self._index = max(0, min(after_seq, turn.last_seq))
+        self._closed = False
+        turn._followers += 1
+
+    async def next_batch(self, timeout_s: float | None = None) -> list[Event] | None:
+        """The next events in the log (at most about BATCH_BYTES of them); ``[]`` when
+        ``timeout_s`` passed without any; ``None`` once the turn has finished and all its
+        events have been taken."""
+        turn = self.turn
+        while True:
+            log_ = turn.events
+            if self._index < len(log_):
+                end = self._index
+                size = 0
+                while end < len(log_) and size < BATCH_BYTES:
+                    size += len(log_[end].data)
+                    end += 1
+                batch = log_[self._index : end]
+                self._index = end
+                return batch
+            if turn.finished:
+                return None
+            changed = turn._changed
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await changed.wait()
+            except TimeoutError:
+                return []
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while (batch := await self.next_batch()) is not None:
+            for event in batch:
+                yield event
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        turn = self.turn
+        turn._followers -= 1
+        if turn._followers == 0 and not turn.detach and not turn.finished:
+            turn._on_orphaned(turn)
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Broker:
+    """Starts turns, keeps them, ends them."""
+
+    def __init__(self, settings: Settings, store: Store, workspaces: Workspaces, cli: CliInfo) -> None:
+        self.settings = settings
+        self.store = store
+        self.workspaces = workspaces
+        self.cli = cli
+        self.turns: dict[str, Turn] = {}  # not yet finished
+        self._busy: dict[str, Turn] = {}  # session id -> the turn running on it
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    # ---- starting ----------------------------------------------------------------------
+    def _check_idle(self, session_id: str) -> None:
+        running = self._busy.get(session_id)
+        if running is not None:
+            raise Conflict(
+                f"A turn ({running.id}) is already running on session {session_id}; wait for it to end or interrupt it",
+                code="session_busy",
+                turn_id=running.id,
+            )
+
+    async def start(self, options: TurnOptions, *, detach: bool = False) -> Subscription:
+        """Start a turn and return the caller's subscription to it (from the first event).
+
+        Raises ``ApiError`` for what the client should hear before any stream: unknown
+        session (404), busy session (409), CLI missing or server closing (503)."""
+        if self._closing:
+            raise ServiceUnavailable("The server is shutting down", code="shutting_down")
+        if not self.cli.found:
+            # Installed since the server started? Look again before refusing.
+            self.cli = await probe_cli(self.settings.claude_bin, build_env(self.settings.environ, "probe"))
+        if not self.cli.found:
+            raise ServiceUnavailable(
+                f"Claude Code CLI is not available: {self.cli.error}. {INSTALL_HINT}", code="cli_not_found"
+            )
+        sid = options.session_id
+        if sid:
+            self._check_idle(sid)
+            row = await self.store.get_session(sid)
+            if row is None:
+                raise NotFound(f"No session {sid} (it may have been deleted)", code="session_not_found")
+            self._check_idle(sid)  # again: another request may have started one meanwhile
+            workspace = self.workspaces.ensure(Path(row.workspace_path))
+            created = False
+        else:
+            workspace = self.workspaces.create()
+            created = True
+
+        turn = Turn(options, workspace, created_workspace=created, detach=detach, on_orphaned=self._orphaned)
+        self.turns[turn.id] = turn
+        if sid:
+            self._busy[sid] = turn
+        subscription = turn.subscribe(0)
+        inserted = False
+        try:
+            await self.store.insert_turn(
+                turn.id,
+                resumed_from=sid,
+                prompt=options.prompt,
+                options=options.summary(),
+                workspace_path=str(workspace),
+            )
+            inserted = True
+            assert self.cli.path is not None
+            turn.process = await CliProcess.spawn(
+                build_argv(self.cli.path, options),
+                cwd=workspace,
+                env=build_env(self.settings.environ, turn.id, self.settings.child_env),
+                stdin_data=options.prompt.encode(),
+                turn_id=turn.id,
+            )
+        except BaseException as exc:
+            await self._abandon(turn, inserted, exc)
+            if isinstance(exc, OSError):
+                raise ServiceUnavailable(
+                    f"Could not start Claude Code ({self.cli.path}): {exc}. {INSTALL_HINT}",
+                    code="cli_not_found",
+                ) from exc
+            raise
+        log.info("turn %s started (session %s, pid %d)", turn.id, sid or "new", turn.process.pid)
+        task = asyncio.create_task(self._run(turn, turn.process), name=f"turn-{turn.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return subscription
+
+    async def _abandon(self, turn: Turn, inserted: bool, exc: BaseException) -> None:
+        """Undo a start that failed before the CLI ran."""
+        self._release(turn)
+        if turn.created_workspace:
+            self.workspaces.remove(turn.workspace)
+        turn.error = {"code": "start_failed", "message": str(exc) or type(exc).__name__}
+        turn.finish(Status.FAILED)
+        if inserted:
+            try:
+                await asyncio.shield(
+                    self.store.finish_turn(
+                        turn.id,
+                        status=Status.FAILED,
+                        exit_code=None,
+                        cost_usd=None,
+                        usage=None,
+                        num_turns=None,
+                        error=turn.error,
+                    )
+                )
+            except Exception:
+                log.exception("turn %s: could not record the failed start", turn.id)
+
+    # ---- running -----------------------------------------------------------------------
+    async def _run(self, turn: Turn, proc: CliProcess) -> None:
+        loop = asyncio.get_running_loop()
+        watchdog = asyncio.create_task(self._watch(turn, proc))
+        try:
+            try:
+                async for line in proc.lines():
+                    turn.last_activity = loop.time()
+                    obj = events.parse(line)
+                    if obj is None:
+                        if line.strip():
+                            log.info("turn %s: non-JSON line from the CLI: %.300r", turn.id, line)
+                        continue
+                    kind = events.kind(obj)
+                    if kind == "system/init":
+                        await self._on_init(turn, obj)
+                    elif kind == "result":
+                        turn.result = events.result_summary(obj)
+                        turn.result_at = loop.time()
+                    turn.append(line, kind)
+            except LineTooLong as exc:
+                turn.stop("line_too_long", str(exc), Status.FAILED)
+                await proc.terminate()
+            turn.exit_code = await proc.wait()
+            await proc.stderr_done()
+        except Exception as exc:
+            log.exception("turn %s: reading the CLI failed", turn.id)
+            turn.stop("internal", f"The server failed while reading the CLI: {exc}", Status.FAILED)
+            await proc.terminate()
+        finally:
+            watchdog.cancel()
+            await self._finish(turn, proc)
+
+    async def _on_init(self, turn: Turn, obj: dict[str, Any]) -> None:
+        sid = events.session_id(obj)
+        if sid is None:
+            return
+        try:
+            if sid != turn.session_id:
+                # A new session, a fork, or a CLI that issues a new id on resume: the new id is
+                # recorded against the same workspace; the old one stays resumable.
+                await self.store.insert_session(sid, str(turn.workspace), forked_from=turn.options.session_id)
+                turn.session_id = sid
+                self._busy.setdefault(sid, turn)
+            await self.store.set_turn_session(turn.id, sid)
+        except Exception:
+            log.exception("turn %s: could not record session %s", turn.id, sid)
+
+    async def _watch(self, turn: Turn, proc: CliProcess) -> None:
+        """End the turn at its total deadline, after too long a silence, or when the CLI does
+        not exit after its result."""
+        loop = asyncio.get_running_loop()
+        total = self.settings.turn_timeout_s
+        idle = self.settings.inactivity_timeout_s
+        while True:
+            now = loop.time()
+            if now >= turn.started_at + total:
+                turn.stop("turn_timeout", f"The turn ran longer than the turn timeout ({total:g}s)", Status.FAILED)
+                break
+            if now >= turn.last_activity + idle:
+                turn.stop(
+                    "inactivity_timeout",
+                    f"Claude Code printed nothing for {idle:g}s (the inactivity timeout)",
+                    Status.FAILED,
+                )
+                break
+            if turn.result_at is not None and now >= turn.result_at + POST_RESULT_GRACE_S:
+                log.warning("turn %s: CLI did not exit %gs after its result; ending it", turn.id, POST_RESULT_GRACE_S)
+                break
+            await asyncio.sleep(WATCHDOG_TICK_S)
+        await proc.terminate()
+
+    def _orphaned(self, turn: Turn) -> None:
+        """The last follower of a turn that is not detached went away: cancel it."""
+        if turn.stop("client_disconnected", "The client disconnected", Status.CANCELLED):
+            log.info("turn %s: client went away; cancelling", turn.id)
+            self._spawn(self._terminate(turn))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _terminate(self, turn: Turn) -> None:
+        if turn.process is not None:
+            await turn.process.terminate()
+
+    async def cancel(self, turn: Turn, code: str = "cancelled", message: str = "The turn was cancelled") -> None:
+        """End a running turn; its followers receive an error event with ``code``."""
+        turn.stop(code, message, Status.CANCELLED)
+        await self._terminate(turn)
+        await turn.wait()
+
+    # ---- finishing ---------------------------------------------------------------------
+    def _failure(self, turn: Turn, proc: CliProcess) -> dict[str, Any]:
+        tail = proc.stderr_tail()
+        code = turn.exit_code
+        if "cannot be used with root/sudo privileges" in tail:
+            message = (
+                "Claude Code refused --dangerously-skip-permissions because it runs as root. If this "
+                "machine is a sandbox, start the server with IS_SANDBOX=1 in its environment."
+            )
+        elif "No conversation found" in tail:
+            message = "Claude Code could not find this session's conversation to resume."
+        else:
+            last = next((ln.strip() for ln in reversed(tail.splitlines()) if ln.strip()), "")
+            message = f"Claude Code exited with code {code} without a result" + (f": {last}" if last else "")
+        return {"code": "cli_failed", "message": message}
+
+    async def _finish(self, turn: Turn, proc: CliProcess) -> None:
+        error: dict[str, Any] | None = None
+        if turn.stop_reason is not None:
+            status = turn.stop_reason.status
+            error = {"code": turn.stop_reason.code, "message": turn.stop_reason.message}
+        elif turn.result is not None:
+            status = Status.FAILED if turn.result["is_error"] else Status.SUCCEEDED
+        else:
+            status = Status.FAILED
+            error = self._failure(turn, proc)
+        if error is not None:
+            error["exit_code"] = turn.exit_code
+            error["stderr_tail"] = proc.stderr_tail()
+        turn.error = error
+        no_session = turn.session_id is None
+        if turn.created_workspace and no_session:
+            # A CLI that died before init leaves no session, so no workspace either.
+            await asyncio.to_thread(self.workspaces.remove, turn.workspace)
+        result = turn.result or {}
+        try:
+            await self.store.finish_turn(
+                turn.id,
+                status=status,
+                exit_code=turn.exit_code,
+                cost_usd=result.get("total_cost_usd"),
+                usage=result.get("usage"),
+                num_turns=result.get("num_turns"),
+                error=error,
+            )
+            if turn.session_id is not None:
+                await self.store.touch_session(turn.session_id)
+        except Exception:
+            log.exception("turn %s: could not record its end", turn.id)
+        self._release(turn)
+        if error is not None:
+            turn.append(json.dumps({"type": "error", **error}).encode(), "error", name="error")
+        turn.finish(status)
+        log.info("turn %s %s (exit %s)", turn.id, status, turn.exit_code)
+        await proc.close()
+
+    def _release(self, turn: Turn) -> None:
+        self.turns.pop(turn.id, None)
+        for sid in {turn.options.session_id, turn.session_id}:
+            if sid is not None and self._busy.get(sid) is turn:
+                del self._busy[sid]
+
+    # ---- the whole server ----------------------------------------------------------------
+    def running(self) -> list[Turn]:
+        return list(self.turns.values())
+
+    def running_on(self, session_id: str) -> Turn | None:
+        return self._busy.get(session_id)
+
+    async def shutdown(self) -> None:
+        """Refuse new turns, end the running ones (their followers hear ``server_shutdown``)
+        and wait until each is recorded."""
+        self._closing = True
+        live = list(self.turns.values())
+        for turn in live:
+            turn.stop("server_shutdown", "The server is shutting down", Status.INTERRUPTED)
+        await asyncio.gather(*(self._terminate(t) for t in live), return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

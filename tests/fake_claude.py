@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""A fake ``claude`` CLI for the fast tests: prints scripted stream-json and misbehaves on demand.
+
+It speaks like ``claude -p --verbose --output-format stream-json``: it reads the prompt from
+stdin, prints an ``init`` line, an ``assistant`` line echoing the prompt, and a ``result``
+line, then exits 0. Sessions persist as files under ``$HOME/.claude/projects/<cwd>/`` like
+the real CLI's, so ``--resume`` and ``--fork-session`` behave as measured (CLI-FACTS.md).
+
+Directives anywhere in the prompt change what it does (all can be combined):
+
+``@lines=N``          N assistant lines instead of one
+``@slow=S``           sleep S seconds before each assistant line
+``@huge=BYTES``       one assistant line carrying a text of BYTES characters
+``@flood=BYTES``      assistant lines of ``@linesize`` (default 1024) bytes up to BYTES, fast
+``@nonjson``          a non-JSON line on stdout before init
+``@stderr=BYTES``     that much noise on stderr before init
+``@exit=N``           exit with N right after init, without a result
+``@die-before-init``  print an error on stderr and exit 2 before init
+``@sleep=S``          stay silent S seconds after init
+``@ignore-term``      ignore SIGTERM
+``@grandchild``       start a process in a session of its own (as the CLI starts Bash tools)
+                      that sleeps for a minute; its pid is in the assistant text ``pid=<n>``
+``@hang-after-result`` never exit after the result
+
+The init line also carries ``fake_argv`` and ``fake_env`` (the environment's names) so
+tests can see exactly how the server started it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+VERSION = "9.9.9 (Fake Claude Code)"
+
+
+def out(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def directive(prompt: str, name: str, default: str | None = None) -> str | None:
+    m = re.search(rf"@{re.escape(name)}(?:=(\S+))?", prompt)
+    if not m:
+        return default
+    return m.group(1) if m.group(1) is not None else ""
+
+
+def flag_value(argv: list[str], name: str) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def transcript_dir(cwd: str) -> Path:
+    home = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path(os.environ["HOME"]) / ".claude")
+    return home / "projects" / re.sub(r"[^A-Za-z0-9]", "-", cwd)
+
+
+def find_transcript(session_id: str) -> Path | None:
+    home = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path(os.environ["HOME"]) / ".claude")
+    for path in (home / "projects").glob(f"*/{session_id}.jsonl"):
+        return path
+    return None
+
+
+def main() -> int:
+    argv = sys.argv[1:]
+    if "--version" in argv or "-v" in argv:
+        print(VERSION)
+        return 0
+    if "-p" not in argv or "stream-json" not in " ".join(argv) or "--verbose" not in argv:
+        print("fake claude: expected -p --verbose --output-format stream-json", file=sys.stderr)
+        return 64
+    if "--dangerously-skip-permissions" in argv and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
+        print(
+            "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
+            file=sys.stderr,
+        )
+        return 1
+
+    prompt = sys.stdin.read()
+    if directive(prompt, "ignore-term") is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if directive(prompt, "nonjson") is not None:
+        sys.stdout.write("this is not json\n")
+        sys.stdout.flush()
+    noise = directive(prompt, "stderr")
+    if noise:
+        sys.stderr.write(("noise " * (int(noise) // 6 + 1))[: int(noise)] + "\n")
+        sys.stderr.flush()
+    if directive(prompt, "die-before-init") is not None:
+        print("fatal: the fake CLI died before init", file=sys.stderr)
+        return 2
+
+    cwd = os.getcwd()
+    resume = flag_value(argv, "--resume")
+    history: list[str] = []
+    if resume:
+        old = find_transcript(resume)
+        if old is None:
+            print(f"No conversation found with session ID: {resume}", file=sys.stderr)
+            return 1
+        history = old.read_text().splitlines()
+        session_id = str(uuid.uuid4()) if "--fork-session" in argv else resume
+    else:
+        session_id = str(uuid.uuid4())
+
+    out(
+        {
+            "type": "system",
+            "subtype": "init",
+            "cwd": cwd,
+            "session_id": session_id,
+            "tools": ["Bash", "Edit", "Read"],
+            "model": flag_value(argv, "--model") or "fake-model",
+            "permissionMode": flag_value(argv, "--permission-mode") or "default",
+            "claude_code_version": VERSION.split()[0],
+            "fake_argv": argv,
+            "fake_env": sorted(os.environ),
+        }
+    )
+    history.append(prompt)
+    tdir = transcript_dir(cwd)
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / f"{session_id}.jsonl").write_text("\n".join(history) + "\n")
+
+    code = directive(prompt, "exit")
+    if code is not None:
+        return int(code)
+    sleep = directive(prompt, "sleep")
+    if sleep:
+        time.sleep(float(sleep))
+
+    def assistant(text: str) -> None:
+        out(
+            {
+                "type": "assistant",
+                "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
+                "session_id": session_id,
+            }
+        )
+
+    text = f"fake answer {len(history)}: {prompt.strip()}"
+    if directive(prompt, "grandchild") is not None:
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)"],
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        text += f" pid={child.pid}"
+    huge = directive(prompt, "huge")
+    flood = directive(prompt, "flood")
+    if huge:
+        assistant("h" * int(huge))
+    elif flood:
+        size = int(directive(prompt, "linesize") or 1024)
+        template = json.dumps({"type": "assistant", "message": {"content": [{"type": "text", "text": ""}]}})
+        pad = max(0, size - len(template) - 1)
+        line = (template.replace('"text": ""', '"text": "' + "f" * pad + '"') + "\n").encode()
+        total = int(flood)
+        written = 0
+        block = line * max(1, (1 << 20) // len(line))
+        stdout = sys.stdout.buffer
+        while written < total:
+            stdout.write(block)
+            written += len(block)
+        stdout.flush()
+    else:
+        slow = float(directive(prompt, "slow") or 0)
+        for i in range(int(directive(prompt, "lines") or 1)):
+            if slow:
+                time.sleep(slow)
+            assistant(text if i == 0 else f"line {i}")
+
+    out(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "result": text,
+            "session_id": session_id,
+            "total_cost_usd": 0.001,
+            "usage": {"input_tokens": 10, "output_tokens": 12},
+            "num_turns": 1,
+            "duration_ms": 5,
+        }
+    )
+    if directive(prompt, "hang-after-result") is not None:
+        time.sleep(3600)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

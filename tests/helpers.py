@@ -1,0 +1,86 @@
+"""Small helpers shared by the tests: SSE parsing, waiting, process checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class SseEvent:
+    id: str | None
+    event: str | None
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+def parse_sse(text: str) -> list[SseEvent]:
+    """Events of an SSE body (comments such as ': ping' are dropped)."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        ev_id = name = None
+        data: list[str] = []
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "id":
+                ev_id = value
+            elif field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+        if data or name:
+            events.append(SseEvent(ev_id, name, "\n".join(data)))
+    return events
+
+
+def session_of(events: list[SseEvent]) -> str:
+    for ev in events:
+        if ev.event is None:
+            obj = ev.json()
+            if obj.get("type") == "system" and obj.get("subtype") == "init":
+                return str(obj["session_id"])
+    raise AssertionError(f"no init event in {events!r}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            state = fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def marked_pids(turn_id: str) -> list[int]:
+    """Processes carrying a turn's marker (the CLI and whatever it started)."""
+    needle = f"CLAUDE_SERVER_TURN_ID={turn_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return [p for p in found if pid_alive(p)]
