@@ -18,9 +18,13 @@ Directives anywhere in the prompt change what it does (all can be combined):
 ``@die-before-init``  print an error on stderr and exit 2 before init
 ``@sleep=S``          stay silent S seconds after init
 ``@ignore-term``      ignore SIGTERM
-``@grandchild``       start a process in a session of its own (as the CLI starts Bash tools)
-                      that sleeps for a minute; its pid is in the assistant text ``pid=<n>``
+``@grandchild``       right after init, start a process in a session of its own (as the CLI
+                      starts Bash tools) that sleeps for a minute, and print an assistant
+                      line ``started pid=<n>``
 ``@hang-after-result`` never exit after the result
+``@unknown``          a line of a type no CLI has printed yet, before the answer
+``@as-root``          behave as when run as root (refuse --dangerously-skip-permissions
+                      unless IS_SANDBOX=1), whoever runs it
 
 The init line also carries ``fake_argv`` and ``fake_env`` (the environment's names) so
 tests can see exactly how the server started it.
@@ -82,14 +86,15 @@ def main() -> int:
     if "-p" not in argv or "stream-json" not in " ".join(argv) or "--verbose" not in argv:
         print("fake claude: expected -p --verbose --output-format stream-json", file=sys.stderr)
         return 64
-    if "--dangerously-skip-permissions" in argv and os.geteuid() == 0 and os.environ.get("IS_SANDBOX") != "1":
+    prompt = sys.stdin.read()
+    as_root = os.geteuid() == 0 or directive(prompt, "as-root") is not None
+    if "--dangerously-skip-permissions" in argv and as_root and os.environ.get("IS_SANDBOX") != "1":
         print(
             "--dangerously-skip-permissions cannot be used with root/sudo privileges for security reasons",
             file=sys.stderr,
         )
         return 1
 
-    prompt = sys.stdin.read()
     if directive(prompt, "ignore-term") is not None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if directive(prompt, "nonjson") is not None:
@@ -138,9 +143,6 @@ def main() -> int:
     code = directive(prompt, "exit")
     if code is not None:
         return int(code)
-    sleep = directive(prompt, "sleep")
-    if sleep:
-        time.sleep(float(sleep))
 
     def assistant(text: str) -> None:
         out(
@@ -151,7 +153,6 @@ def main() -> int:
             }
         )
 
-    text = f"fake answer {len(history)}: {prompt.strip()}"
     if directive(prompt, "grandchild") is not None:
         child = subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(60)"],
@@ -160,7 +161,14 @@ def main() -> int:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        text += f" pid={child.pid}"
+        assistant(f"started pid={child.pid}")
+    sleep = directive(prompt, "sleep")
+    if sleep:
+        time.sleep(float(sleep))
+
+    if directive(prompt, "unknown") is not None:
+        out({"type": "brand_new_type", "subtype": "surprise", "session_id": session_id})
+    text = f"fake answer {len(history)}: {prompt.strip()}"
     huge = directive(prompt, "huge")
     flood = directive(prompt, "flood")
     if huge:

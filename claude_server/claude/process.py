@@ -38,6 +38,8 @@ TERM_GRACE_S = 1.0
 # After the CLI exits, how long stdout may stay open (held by a stray child) before the
 # turn's leftover processes are killed so that it closes.
 EOF_GRACE_S = 1.0
+# How often wait() looks at the exit status while a pipe is still held open.
+EXIT_POLL_S = 0.01
 SWEEP_ROUNDS = 10
 SWEEP_PAUSE_S = 0.05
 
@@ -196,7 +198,7 @@ class CliProcess:
                 self._stderr_size -= len(self._stderr.popleft())
 
     async def _watch_exit(self) -> None:
-        await self.proc.wait()
+        await self.wait()
         await asyncio.sleep(EOF_GRACE_S)
         if not self._eof:
             log.warning("turn %s: CLI exited but its stdout is still open; ending leftover processes", self.turn_id)
@@ -236,7 +238,20 @@ class CliProcess:
             yield bytes(pending)
 
     async def wait(self) -> int:
-        return await self.proc.wait()
+        """The exit code, as soon as the CLI has exited.
+
+        asyncio's ``Process.wait()`` (3.11) also waits until every pipe is closed, which a
+        stray child that inherited stdout or stderr can put off for as long as it lives; the
+        exit status itself is known at once, so it is watched too."""
+        if self.proc.returncode is None:
+            waiter = asyncio.ensure_future(self.proc.wait())
+            try:
+                while self.proc.returncode is None and not waiter.done():
+                    await asyncio.wait({waiter}, timeout=EXIT_POLL_S)
+            finally:
+                waiter.cancel()
+        assert self.proc.returncode is not None
+        return self.proc.returncode
 
     async def terminate(self, grace_s: float = TERM_GRACE_S) -> None:
         """SIGTERM the CLI's group, wait ``grace_s``, then SIGKILL what is left of the turn."""
@@ -244,12 +259,12 @@ class CliProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                await asyncio.wait_for(self.proc.wait(), grace_s)
+                await asyncio.wait_for(self.wait(), grace_s)
             except TimeoutError:
                 log.warning("turn %s: CLI ignored SIGTERM for %.1fs; killing it", self.turn_id, grace_s)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                await self.proc.wait()
+                await self.wait()
         await self.sweep()
 
     async def sweep(self) -> int:

@@ -1,0 +1,66 @@
+"""Reading CLI lines, against the recorded examples of the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from claude_server.claude import events
+
+RECORDED = Path(__file__).resolve().parent / "data" / "stream-json"
+
+
+def test_parse_rejects_what_is_not_a_json_object() -> None:
+    assert events.parse(b"not json") is None
+    assert events.parse(b"[1, 2]") is None
+    assert events.parse(b"{broken") is None
+    assert events.parse(b"") is None
+    assert events.parse(b'{"type": "x"}') == {"type": "x"}
+
+
+@pytest.mark.parametrize(
+    ("obj", "kind"),
+    [
+        ({"type": "system", "subtype": "init"}, "system/init"),
+        ({"type": "system", "subtype": "api_retry"}, "system/api_retry"),
+        ({"type": "system"}, "system"),
+        ({"type": "assistant"}, "assistant"),
+        ({"subtype": "success", "type": "result"}, "result"),
+        ({"type": 5}, "unknown"),
+        ({}, "unknown"),
+    ],
+)
+def test_kind(obj: dict[str, object], kind: str) -> None:
+    assert events.kind(obj) == kind
+
+
+def test_result_summary_reads_defensively() -> None:
+    summary = events.result_summary({"type": "result", "is_error": True, "num_turns": True, "total_cost_usd": "1"})
+    assert summary == {
+        "session_id": None,
+        "result": None,
+        "subtype": None,
+        "is_error": True,
+        "total_cost_usd": None,
+        "usage": None,
+        "num_turns": None,
+        "duration_ms": None,
+    }
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in RECORDED.glob("*.jsonl")))
+def test_recorded_streams(name: str) -> None:
+    lines = (RECORDED / name).read_bytes().splitlines()
+    objs = [events.parse(line) for line in lines]
+    assert all(obj is not None for obj in objs)
+    kinds = [events.kind(obj) for obj in objs if obj is not None]
+    assert kinds[0] == "system/init"
+    assert kinds[-1] == "result"  # its "type" key comes last in 2.1.330
+    init, result = objs[0], objs[-1]
+    assert init is not None and result is not None
+    assert events.session_id(init) == events.session_id(result)
+    summary = events.result_summary(result)
+    assert summary["subtype"] == "success"
+    assert isinstance(summary["total_cost_usd"], float)
+    assert isinstance(summary["num_turns"], int)
