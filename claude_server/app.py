@@ -3,6 +3,7 @@ close in cleanup contexts (cleanup runs if and only if startup finished)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,12 +11,13 @@ import aiohttp_cors
 from aiohttp import web
 
 from claude_server import db
-from claude_server.appkeys import BROKER, DB, SETTINGS, STORE
+from claude_server.appkeys import BROKER, DB, SESSIONS, SETTINGS, STORE
 from claude_server.claude.command import build_env
 from claude_server.claude.process import probe_cli
 from claude_server.config import Settings
 from claude_server.middleware import error_middleware
 from claude_server.routes import setup_routes
+from claude_server.sessions import Sessions
 from claude_server.store import Store
 from claude_server.turns import Broker
 from claude_server.workspaces import Workspaces
@@ -29,6 +31,7 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.migrate(conn)
     app[DB] = conn
     app[STORE] = Store(conn)
+    await app[STORE].setup()
     yield
     await conn.close()
 
@@ -42,8 +45,14 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("Claude Code CLI not usable: %s; /api/claude answers 503 until it is", cli.error)
     workspaces = Workspaces(settings.workspace_root_path)
     workspaces.ensure_root()
-    app[BROKER] = Broker(settings, app[STORE], workspaces, cli)
+    broker = Broker(settings, app[STORE], workspaces, cli)
+    await broker.open()
+    app[BROKER] = broker
+    app[SESSIONS] = Sessions(settings, app[STORE], workspaces, broker)
+    retention = asyncio.create_task(app[SESSIONS].purge_periodically(), name="retention")
     yield
+    retention.cancel()
+    await asyncio.gather(retention, return_exceptions=True)
 
 
 async def on_shutdown(app: web.Application) -> None:

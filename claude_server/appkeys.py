@@ -6,6 +6,7 @@ import aiosqlite
 from aiohttp import web
 
 from claude_server.config import Settings
+from claude_server.sessions import Sessions
 from claude_server.store import Store
 from claude_server.turns import Broker
 
@@ -13,3 +14,4 @@ SETTINGS = web.AppKey("SETTINGS", Settings)
 DB = web.AppKey("DB", aiosqlite.Connection)
 STORE = web.AppKey("STORE", Store)
 BROKER = web.AppKey("BROKER", Broker)
+SESSIONS = web.AppKey("SESSIONS", Sessions)

@@ -1,16 +1,22 @@
-"""The command line: ``claude-server [serve]`` starts the server."""
+"""The command line: ``claude-server [serve]`` starts the server; ``claude-server purge``
+removes the sessions past their retention, with the server's own settings."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from claude_server import __version__, config
+from claude_server import __version__, config, db
 from claude_server.app import create_app
+from claude_server.sessions import Sessions
+from claude_server.store import Store
+from claude_server.workspaces import Workspaces
 
 # How long open streams get to finish after SIGTERM/SIGINT before aiohttp cancels them.
 SHUTDOWN_TIMEOUT_S = 10.0
@@ -24,7 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"claude-server {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="start the server (the default)")
-    for p in (parser, serve):
+    purge = sub.add_parser(
+        "purge",
+        help="delete the sessions unused for longer than the retention period, now",
+        description="Delete every session unused for CLAUDE_SERVER_SESSION_RETENTION_DAYS and not running: "
+        "its rows, its workspace (unless another session uses it) and its transcripts.",
+    )
+    purge.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    for p in (parser, serve, purge):
         config.add_arguments(p)
     return parser
 
@@ -56,6 +69,28 @@ def serve(settings: config.Settings) -> None:
     )
 
 
+async def purge(settings: config.Settings, dry_run: bool) -> int:
+    conn = await db.connect(settings.db_file)
+    try:
+        await db.migrate(conn)
+        store = Store(conn)
+        await store.setup()
+        sessions = Sessions(settings, store, Workspaces(settings.workspace_root_path), broker=None)
+        rows = await sessions.purge(dry_run=dry_run)
+    finally:
+        await conn.close()
+    verb = "would delete" if dry_run else "deleted"
+    for row in rows:
+        print(
+            json.dumps(
+                {"session_id": row.session_id, "last_used_at": row.last_used_at, "workspace": row.workspace_path}
+            )
+        )
+    days = settings.session_retention_days
+    print(f"{verb} {len(rows)} session(s) unused for more than {days:g} days", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,4 +98,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = config.load(args)
     except config.ConfigError as exc:
         parser.error(str(exc))
+    if args.command == "purge":
+        setup_logging("WARNING")
+        if settings.session_retention_days <= 0:
+            print("retention is 0 (keep forever): nothing to purge", file=sys.stderr)
+            return
+        sys.exit(asyncio.run(purge(settings, args.dry_run)))
     serve(settings)

@@ -39,6 +39,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -149,6 +156,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = 16 * MIB
     child_env: tuple[str, ...] = ()
+    session_retention_days: float = 30.0
+    max_upload_bytes: int = 100 * MIB
     log_level: str = "INFO"
     # The environment the CLI's own environment is filtered from (see claude.environment).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
@@ -160,6 +169,14 @@ class Settings:
     @property
     def db_file(self) -> Path:
         return Path(self.db_path).resolve()
+
+    @property
+    def claude_config_dir(self) -> Path:
+        """Where the CLI keeps its configuration and transcripts (``projects/``)."""
+        configured = self.environ.get("CLAUDE_CONFIG_DIR")
+        if configured:
+            return Path(configured)
+        return Path(self.environ.get("HOME") or Path.home()) / ".claude"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""Every SQL statement of the server: sessions and turns.
+"""Every SQL statement of the server: sessions, turns and their events.
 
 Timestamps are ISO 8601 strings in UTC with millisecond precision and a ``Z``, so they sort
 as text.
@@ -6,34 +6,112 @@ as text.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
 import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
 
+# A session's default title: its first prompt, shortened.
+TITLE_CHARS = 80
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+def now_iso(when: datetime | None = None) -> str:
+    return (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def default_title(prompt: str) -> str:
+    text = " ".join(prompt.split())
+    return text if len(text) <= TITLE_CHARS else text[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def encode_cursor(*values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any] | None:
+    """The values of a cursor made by ``encode_cursor``; None when it is not one."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(values, list) or len(values) != arity:
+        return None
+    return values
+
+
+def _icontains(haystack: str | None, needle: str) -> bool:
+    # SQLite's LIKE and lower() fold ASCII only; titles and prompts are any language.
+    return haystack is not None and needle.casefold() in haystack.casefold()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 @dataclass(frozen=True)
 class SessionRow:
     session_id: str
     workspace_path: str
+    workspace_name: str
     created_at: str
     last_used_at: str
     forked_from: str | None
+    title: str | None
+    first_prompt: str
+    metadata: dict[str, Any] | None
+    conversation_id: str | None
+    owner: str | None
+    turn_count: int
+    total_cost_usd: float
+    last_turn_status: str | None
 
-    def public(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The fields of a session in lists."""
         return {
             "session_id": self.session_id,
-            "workspace_path": self.workspace_path,
+            "title": self.title if self.title is not None else default_title(self.first_prompt),
             "created_at": self.created_at,
             "last_used_at": self.last_used_at,
-            "forked_from": self.forked_from,
+            "turn_count": self.turn_count,
+            "total_cost_usd": self.total_cost_usd,
+            "last_turn_status": self.last_turn_status,
+            "workspace": self.workspace_name,
         }
+
+    def detail(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "workspace_path": self.workspace_path,
+            "forked_from": self.forked_from,
+            "conversation_id": self.conversation_id,
+            "metadata": self.metadata if self.metadata is not None else {},
+        }
+
+
+_SESSION_COLUMNS = (
+    "s.session_id, s.workspace_path, s.workspace_name, s.created_at, s.last_used_at, s.forked_from, s.title, "
+    "s.first_prompt, s.metadata, s.conversation_id, s.owner, "
+    "(SELECT count(*) FROM turns t WHERE t.session_id = s.session_id), "
+    "(SELECT coalesce(sum(t.cost_usd), 0) FROM turns t WHERE t.session_id = s.session_id), "
+    "(SELECT t.status FROM turns t WHERE t.session_id = s.session_id ORDER BY t.started_at DESC LIMIT 1)"
+)
+
+
+def _session(row: Sequence[Any]) -> SessionRow:
+    values = list(row)
+    values[8] = _loads(values[8])
+    return SessionRow(*values)
 
 
 @dataclass(frozen=True)
@@ -45,6 +123,8 @@ class TurnRow:
     prompt: str
     options: dict[str, Any]
     workspace_path: str
+    detach: bool
+    owner: str | None
     started_at: str
     finished_at: str | None
     exit_code: int | None
@@ -52,14 +132,51 @@ class TurnRow:
     usage: dict[str, Any] | None
     num_turns: int | None
     error: dict[str, Any] | None
+    last_seq: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "turn_id": self.turn_id,
+            "session_id": self.session_id,
+            "status": self.status,
+            "prompt": self.prompt,
+            "options": self.options,
+            "detach": self.detach,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "exit_code": self.exit_code,
+            "cost_usd": self.cost_usd,
+            "usage": self.usage,
+            "num_turns": self.num_turns,
+            "error": self.error,
+            "last_seq": self.last_seq,
+        }
 
 
-def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+_TURN_COLUMNS = (
+    "turn_id, session_id, resumed_from, status, prompt, options, workspace_path, detach, owner, started_at, "
+    "finished_at, exit_code, cost_usd, usage, num_turns, error, last_seq"
+)
 
 
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+def _turn(row: Sequence[Any]) -> TurnRow:
+    values = list(row)
+    values[5] = _loads(values[5])
+    values[7] = bool(values[7])
+    values[13] = _loads(values[13])
+    values[15] = _loads(values[15])
+    return TurnRow(*values)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    name: str | None
+    data: bytes
+
+
+class ConversationTaken(Exception):
+    """The conversation id is bound to another session already."""
 
 
 class Store:
@@ -67,57 +184,181 @@ class Store:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self.conn = conn
+        # One connection serves every coroutine: a write must never land inside another
+        # coroutine's open transaction, so writes and transactions take turns.
+        self._write_lock = asyncio.Lock()
+
+    async def setup(self) -> None:
+        await self.conn.create_function("icontains", 2, _icontains, deterministic=True)
+
+    async def _execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        async with self._write_lock:
+            await self.conn.execute(sql, params)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        async with self._write_lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
 
     # ---- sessions ----------------------------------------------------------------------
-    async def insert_session(self, session_id: str, workspace_path: str, forked_from: str | None = None) -> None:
+    async def insert_session(
+        self,
+        session_id: str,
+        *,
+        workspace_path: str,
+        workspace_name: str,
+        first_prompt: str,
+        forked_from: str | None = None,
+        conversation_id: str | None = None,
+        owner: str | None = None,
+        title: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         """Record a session the CLI reported; a session already known is only touched."""
         when = now_iso()
-        await self.conn.execute(
-            "INSERT INTO sessions (session_id, workspace_path, created_at, last_used_at, forked_from) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET last_used_at = excluded.last_used_at",
-            (session_id, workspace_path, when, when, forked_from),
-        )
+        try:
+            await self._execute(
+                "INSERT INTO sessions (session_id, workspace_path, workspace_name, created_at, last_used_at, "
+                "forked_from, title, first_prompt, metadata, conversation_id, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id) DO UPDATE SET last_used_at = excluded.last_used_at",
+                (
+                    session_id,
+                    workspace_path,
+                    workspace_name,
+                    when,
+                    when,
+                    forked_from,
+                    title,
+                    first_prompt,
+                    _dumps(metadata),
+                    conversation_id,
+                    owner,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConversationTaken(str(exc)) from exc
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         async with self.conn.execute(
-            "SELECT session_id, workspace_path, created_at, last_used_at, forked_from FROM sessions "
-            "WHERE session_id = ?",
-            (session_id,),
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.session_id = ?", (session_id,)
         ) as cur:
             row = await cur.fetchone()
-        return SessionRow(*row) if row else None
+        return _session(row) if row else None
+
+    async def find_conversation(self, conversation_id: str, owner: str | None) -> SessionRow | None:
+        async with self.conn.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE COALESCE(s.owner, '') = ? AND s.conversation_id = ?",
+            (owner or "", conversation_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return _session(row) if row else None
+
+    async def bind_conversation(self, session_id: str, conversation_id: str | None) -> None:
+        try:
+            await self._execute(
+                "UPDATE sessions SET conversation_id = ? WHERE session_id = ?", (conversation_id, session_id)
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConversationTaken(str(exc)) from exc
+
+    async def list_sessions(
+        self, *, limit: int, after: tuple[str, str] | None = None, query: str | None = None
+    ) -> list[SessionRow]:
+        """Newest first by last use; ``after`` is the (last_used_at, session_id) of the
+        previous page's last item; ``query`` matches title or first prompt, any case."""
+        where, params = [], []
+        if after is not None:
+            where.append("(s.last_used_at < ? OR (s.last_used_at = ? AND s.session_id < ?))")
+            params += [after[0], after[0], after[1]]
+        if query:
+            where.append("(icontains(s.title, ?) OR icontains(s.first_prompt, ?))")
+            params += [query, query]
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions s"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY s.last_used_at DESC, s.session_id DESC LIMIT ?"
+        async with self.conn.execute(sql, (*params, limit)) as cur:
+            return [_session(row) for row in await cur.fetchall()]
+
+    async def update_session(self, session_id: str, changes: dict[str, Any]) -> None:
+        """Set ``title`` and/or ``metadata`` (a dict, stored as JSON)."""
+        sets, params = [], []
+        for column in ("title", "metadata"):
+            if column in changes:
+                sets.append(f"{column} = ?")
+                value = changes[column]
+                params.append(_dumps(value) if column == "metadata" else value)
+        if sets:
+            await self._execute(f"UPDATE sessions SET {', '.join(sets)} WHERE session_id = ?", (*params, session_id))
 
     async def touch_session(self, session_id: str) -> None:
-        await self.conn.execute("UPDATE sessions SET last_used_at = ? WHERE session_id = ?", (now_iso(), session_id))
+        await self._execute("UPDATE sessions SET last_used_at = ? WHERE session_id = ?", (now_iso(), session_id))
+
+    async def workspace_users(self, workspace_path: str) -> int:
+        async with self.conn.execute(
+            "SELECT count(*) FROM sessions WHERE workspace_path = ?", (workspace_path,)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def delete_session(self, session_id: str) -> None:
+        """The session, its turns and their events, in one transaction."""
+        async with self._transaction():
+            await self.conn.execute(
+                "DELETE FROM events WHERE turn_id IN (SELECT turn_id FROM turns WHERE session_id = ?)", (session_id,)
+            )
+            await self.conn.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
+            await self.conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+    async def stale_sessions(self, before: str) -> list[SessionRow]:
+        """Sessions last used before ``before`` with no turn still running."""
+        async with self.conn.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions s WHERE s.last_used_at < ? AND NOT EXISTS "
+            "(SELECT 1 FROM turns t WHERE t.session_id = s.session_id AND t.status IN ('queued', 'running')) "
+            "ORDER BY s.last_used_at",
+            (before,),
+        ) as cur:
+            return [_session(row) for row in await cur.fetchall()]
 
     # ---- turns -------------------------------------------------------------------------
     async def insert_turn(
         self,
         turn_id: str,
         *,
-        resumed_from: str | None,
+        session_id: str | None,
         prompt: str,
         options: dict[str, Any],
         workspace_path: str,
+        detach: bool,
+        owner: str | None = None,
         status: str = "running",
     ) -> None:
-        await self.conn.execute(
-            "INSERT INTO turns (turn_id, session_id, resumed_from, status, prompt, options, workspace_path, "
-            "started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        await self._execute(
+            "INSERT INTO turns (turn_id, session_id, resumed_from, status, prompt, options, workspace_path, detach, "
+            "owner, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 turn_id,
-                resumed_from,
-                resumed_from,
+                session_id,
+                session_id,
                 status,
                 prompt,
                 json.dumps(options),
                 workspace_path,
+                int(detach),
+                owner,
                 now_iso(),
             ),
         )
 
     async def set_turn_session(self, turn_id: str, session_id: str) -> None:
-        await self.conn.execute("UPDATE turns SET session_id = ? WHERE turn_id = ?", (session_id, turn_id))
+        await self._execute("UPDATE turns SET session_id = ? WHERE turn_id = ?", (session_id, turn_id))
 
     async def finish_turn(
         self,
@@ -129,23 +370,67 @@ class Store:
         usage: dict[str, Any] | None,
         num_turns: int | None,
         error: dict[str, Any] | None,
+        last_seq: int,
     ) -> None:
-        await self.conn.execute(
+        await self._execute(
             "UPDATE turns SET status = ?, finished_at = ?, exit_code = ?, cost_usd = ?, usage = ?, num_turns = ?, "
-            "error = ? WHERE turn_id = ?",
-            (status, now_iso(), exit_code, cost_usd, _dumps(usage), num_turns, _dumps(error), turn_id),
+            "error = ?, last_seq = ? WHERE turn_id = ?",
+            (status, now_iso(), exit_code, cost_usd, _dumps(usage), num_turns, _dumps(error), last_seq, turn_id),
         )
 
     async def get_turn(self, turn_id: str) -> TurnRow | None:
-        async with self.conn.execute(
-            "SELECT turn_id, session_id, resumed_from, status, prompt, options, workspace_path, started_at, "
-            "finished_at, exit_code, cost_usd, usage, num_turns, error FROM turns WHERE turn_id = ?",
-            (turn_id,),
-        ) as cur:
+        async with self.conn.execute(f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (turn_id,)) as cur:
             row = await cur.fetchone()
-        if row is None:
-            return None
-        values = list(row)
-        for i in (5, 11, 13):
-            values[i] = _loads(values[i])
-        return TurnRow(*values)
+        return _turn(row) if row else None
+
+    async def session_turns(self, session_id: str, *, limit: int, after: tuple[str, str] | None) -> list[TurnRow]:
+        """A session's turns, oldest first; ``after`` is the (started_at, turn_id) of the
+        previous page's last turn."""
+        sql = f"SELECT {_TURN_COLUMNS} FROM turns WHERE session_id = ?"
+        params: list[Any] = [session_id]
+        if after is not None:
+            sql += " AND (started_at > ? OR (started_at = ? AND turn_id > ?))"
+            params += [after[0], after[0], after[1]]
+        sql += " ORDER BY started_at, turn_id LIMIT ?"
+        async with self.conn.execute(sql, (*params, limit)) as cur:
+            return [_turn(row) for row in await cur.fetchall()]
+
+    async def interrupt_unfinished(self, error: dict[str, Any]) -> list[TurnRow]:
+        """Mark every turn a previous process left queued or running as interrupted, and end
+        its event log with an ``error`` event carrying ``error``."""
+        async with self._transaction():
+            async with self.conn.execute(
+                f"SELECT {_TURN_COLUMNS} FROM turns WHERE status IN ('queued', 'running')"
+            ) as cur:
+                rows = [_turn(row) for row in await cur.fetchall()]
+            for row in rows:
+                async with self.conn.execute(
+                    "SELECT coalesce(max(seq), 0) FROM events WHERE turn_id = ?", (row.turn_id,)
+                ) as cur:
+                    found = await cur.fetchone()
+                seq = (found[0] if found else 0) + 1
+                await self.conn.execute(
+                    "INSERT INTO events (turn_id, seq, name, data) VALUES (?, ?, 'error', ?)",
+                    (row.turn_id, seq, json.dumps({"type": "error", **error}).encode()),
+                )
+                await self.conn.execute(
+                    "UPDATE turns SET status = 'interrupted', finished_at = ?, error = ?, last_seq = ? "
+                    "WHERE turn_id = ?",
+                    (now_iso(), json.dumps(error), seq, row.turn_id),
+                )
+        return rows
+
+    # ---- events ------------------------------------------------------------------------
+    async def insert_events(self, rows: Iterable[tuple[str, int, str | None, bytes]]) -> None:
+        """(turn_id, seq, name, data) rows, in one transaction."""
+        async with self._transaction():
+            await self.conn.executemany(
+                "INSERT OR IGNORE INTO events (turn_id, seq, name, data) VALUES (?, ?, ?, ?)", rows
+            )
+
+    async def events(self, turn_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        async with self.conn.execute(
+            "SELECT seq, name, data FROM events WHERE turn_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (turn_id, after, limit),
+        ) as cur:
+            return [StoredEvent(row[0], row[1], bytes(row[2])) for row in await cur.fetchall()]

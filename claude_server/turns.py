@@ -13,20 +13,21 @@ Nothing here imports aiohttp: routes render the events, the broker only produces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from claude_server.claude import events
 from claude_server.claude.command import TurnOptions, build_argv, build_env
-from claude_server.claude.process import CliInfo, CliProcess, LineTooLong, probe_cli
+from claude_server.claude.process import CliInfo, CliProcess, LineTooLong, kill_marked, probe_cli
 from claude_server.config import Settings
-from claude_server.errors import Conflict, NotFound, ServiceUnavailable
-from claude_server.store import Store
+from claude_server.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
+from claude_server.store import ConversationTaken, SessionRow, Store
 from claude_server.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ POST_RESULT_GRACE_S = 10.0
 WATCHDOG_TICK_S = 1.0
 # A subscriber takes at most this much of the log at once (one write to the client).
 BATCH_BYTES = 256 * 1024
+# Events reach SQLite in batches: at most this long after they were streamed.
+FLUSH_INTERVAL_S = 0.05
 
 INSTALL_HINT = (
     "Install it with `npm install -g @anthropic-ai/claude-code` (or `make setup` in the "
@@ -82,6 +85,9 @@ class Turn:
         created_workspace: bool,
         detach: bool,
         on_orphaned: Callable[[Turn], None],
+        session: SessionRow | None = None,
+        conversation_id: str | None = None,
+        owner: str | None = None,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.id = str(uuid.uuid4())
@@ -89,6 +95,9 @@ class Turn:
         self.workspace = workspace
         self.created_workspace = created_workspace
         self.detach = detach
+        self.session = session  # the resumed session's row, if any
+        self.conversation_id = conversation_id
+        self.owner = owner
         self.session_id: str | None = options.session_id
         self.status = Status.RUNNING
         self.events: list[Event] = []
@@ -148,6 +157,7 @@ class Turn:
             "status": self.status,
             "detach": self.detach,
             "last_seq": self.last_seq,
+            "followers": self._followers,
         }
 
 
@@ -207,6 +217,38 @@ class Subscription:
         self.close()
 
 
+class EventRecorder:
+    """Writes streamed events to SQLite in batches, off the streaming path: appending to the
+    batch is all a turn does; a background task writes it every FLUSH_INTERVAL_S."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[tuple[str, int, str | None, bytes]] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    def add(self, turn_id: str, event: Event) -> None:
+        self._pending.append((turn_id, event.seq, event.name, event.data))
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Write everything added so far."""
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    await self.store.insert_events(batch)
+                except Exception:
+                    log.exception("could not record %d events", len(batch))
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await self.flush()
+
+
 class Broker:
     """Starts turns, keeps them, ends them."""
 
@@ -215,13 +257,52 @@ class Broker:
         self.store = store
         self.workspaces = workspaces
         self.cli = cli
+        self.recorder = EventRecorder(store)
         self.turns: dict[str, Turn] = {}  # not yet finished
         self._busy: dict[str, Turn] = {}  # session id -> the turn running on it
+        # (owner, conversation id) -> the first turn of a conversation, until its session exists
+        self._new_conversations: dict[tuple[str | None, str], Turn] = {}
+        self._deleting: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recorder_task: asyncio.Task[None] | None = None
         self._closing = False
 
+    async def open(self) -> None:
+        """Clean up after a previous process, then start recording events."""
+        await self.recover()
+        self._recorder_task = asyncio.create_task(self.recorder.run(), name="event-recorder")
+
+    async def recover(self) -> None:
+        """Turns a previous server process left running are marked ``interrupted`` (their
+        followers will read an ``interrupted`` error at the end of the log), and every process
+        still carrying one of their markers is killed."""
+        error = {"code": "interrupted", "message": "The server stopped while this turn was running"}
+        rows = await self.store.interrupt_unfinished(error)
+        if not rows:
+            return
+        killed = await asyncio.to_thread(kill_marked, {row.turn_id for row in rows})
+        log.warning(
+            "marked %d turn(s) of a previous run interrupted; killed %d leftover process(es)", len(rows), killed
+        )
+        for row in rows:
+            workspace = Path(row.workspace_path)
+            orphan = row.session_id is None and self.workspaces.is_session_dir(workspace)
+            if orphan and not await self.store.workspace_users(row.workspace_path):
+                await asyncio.to_thread(self.workspaces.remove, workspace)
+
     # ---- starting ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def deleting(self, session_id: str) -> Iterator[None]:
+        """While a session is being deleted no turn may start on it."""
+        self._deleting.add(session_id)
+        try:
+            yield
+        finally:
+            self._deleting.discard(session_id)
+
     def _check_idle(self, session_id: str) -> None:
+        if session_id in self._deleting:
+            raise NotFound(f"Session {session_id} is being deleted", code="session_not_found")
         running = self._busy.get(session_id)
         if running is not None:
             raise Conflict(
@@ -230,11 +311,62 @@ class Broker:
                 turn_id=running.id,
             )
 
-    async def start(self, options: TurnOptions, *, detach: bool = False) -> Subscription:
+    def _check_conversation_idle(self, key: tuple[str | None, str]) -> None:
+        running = self._new_conversations.get(key)
+        if running is not None:
+            raise Conflict(
+                f"The first turn ({running.id}) of conversation {key[1]!r} is still starting its session; "
+                "wait for it to end or interrupt it",
+                code="session_busy",
+                turn_id=running.id,
+            )
+
+    async def _resolve(
+        self, options: TurnOptions, conversation_id: str | None, owner: str | None
+    ) -> tuple[TurnOptions, SessionRow | None]:
+        """The session a request resumes (by session_id or conversation_id), or None for a new one."""
+        if conversation_id is not None:
+            self._check_conversation_idle((owner, conversation_id))
+            bound = await self.store.find_conversation(conversation_id, owner)
+            if bound is not None:
+                if options.session_id and options.session_id != bound.session_id:
+                    raise BadRequest(
+                        f"conversation_id {conversation_id!r} belongs to session {bound.session_id}, "
+                        f"not {options.session_id}",
+                        code="invalid_field",
+                        field="conversation_id",
+                    )
+                options = replace(options, session_id=bound.session_id)
+        sid = options.session_id
+        if not sid:
+            return options, None
+        self._check_idle(sid)
+        row = await self.store.get_session(sid)
+        if row is None:
+            raise NotFound(f"No session {sid} (it may have been deleted)", code="session_not_found")
+        if conversation_id is not None and row.conversation_id not in (None, conversation_id):
+            raise BadRequest(
+                f"Session {sid} belongs to conversation_id {row.conversation_id!r}, not {conversation_id!r}",
+                code="invalid_field",
+                field="conversation_id",
+            )
+        return options, row
+
+    async def start(
+        self,
+        options: TurnOptions,
+        *,
+        detach: bool = False,
+        conversation_id: str | None = None,
+        workspace_name: str | None = None,
+        owner: str | None = None,
+    ) -> Subscription:
         """Start a turn and return the caller's subscription to it (from the first event).
 
-        Raises ``ApiError`` for what the client should hear before any stream: unknown
-        session (404), busy session (409), CLI missing or server closing (503)."""
+        ``conversation_id`` resumes the session bound to it, or binds the new session;
+        ``workspace_name`` puts a new session in a shared, named workspace. Raises
+        ``ApiError`` for what the client should hear before any stream: bad combination
+        (400), unknown session (404), busy session (409), CLI missing or server closing (503)."""
         if self._closing:
             raise ServiceUnavailable("The server is shutting down", code="shutting_down")
         if not self.cli.found:
@@ -244,32 +376,54 @@ class Broker:
             raise ServiceUnavailable(
                 f"Claude Code CLI is not available: {self.cli.error}. {INSTALL_HINT}", code="cli_not_found"
             )
-        sid = options.session_id
-        if sid:
-            self._check_idle(sid)
-            row = await self.store.get_session(sid)
-            if row is None:
-                raise NotFound(f"No session {sid} (it may have been deleted)", code="session_not_found")
-            self._check_idle(sid)  # again: another request may have started one meanwhile
-            workspace = self.workspaces.ensure(Path(row.workspace_path))
-            created = False
+        options, session = await self._resolve(options, conversation_id, owner)
+        # Checked again after the awaits: another request may have started a turn meanwhile.
+        if session is not None:
+            self._check_idle(session.session_id)
+            if workspace_name is not None and workspace_name != session.workspace_name:
+                raise BadRequest(
+                    f"Session {session.session_id} runs in workspace {session.workspace_name!r}; "
+                    "workspace only chooses where a new session runs",
+                    code="invalid_field",
+                    field="workspace",
+                )
+            workspace, created = self.workspaces.ensure(Path(session.workspace_path)), False
         else:
-            workspace = self.workspaces.create()
-            created = True
+            if conversation_id is not None:
+                self._check_conversation_idle((owner, conversation_id))
+            if workspace_name is not None:
+                workspace, created = self.workspaces.named(workspace_name)
+            else:
+                workspace, created = self.workspaces.create(), True
 
-        turn = Turn(options, workspace, created_workspace=created, detach=detach, on_orphaned=self._orphaned)
+        turn = Turn(
+            options,
+            workspace,
+            created_workspace=created,
+            detach=detach,
+            on_orphaned=self._orphaned,
+            session=session,
+            conversation_id=conversation_id,
+            owner=owner,
+        )
         self.turns[turn.id] = turn
-        if sid:
-            self._busy[sid] = turn
+        if session is not None:
+            self._busy[session.session_id] = turn
+        elif conversation_id is not None:
+            self._new_conversations[(owner, conversation_id)] = turn
         subscription = turn.subscribe(0)
         inserted = False
         try:
+            if session is not None and conversation_id is not None and session.conversation_id is None:
+                await self.store.bind_conversation(session.session_id, conversation_id)
             await self.store.insert_turn(
                 turn.id,
-                resumed_from=sid,
+                session_id=options.session_id,
                 prompt=options.prompt,
                 options=options.summary(),
                 workspace_path=str(workspace),
+                detach=detach,
+                owner=owner,
             )
             inserted = True
             assert self.cli.path is not None
@@ -287,18 +441,21 @@ class Broker:
                     f"Could not start Claude Code ({self.cli.path}): {exc}. {INSTALL_HINT}",
                     code="cli_not_found",
                 ) from exc
+            if isinstance(exc, ConversationTaken):
+                raise Conflict(
+                    f"conversation_id {conversation_id!r} was just bound to another session; retry",
+                    code="conversation_taken",
+                ) from exc
             raise
-        log.info("turn %s started (session %s, pid %d)", turn.id, sid or "new", turn.process.pid)
-        task = asyncio.create_task(self._run(turn, turn.process), name=f"turn-{turn.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        log.info("turn %s started (session %s, pid %d)", turn.id, options.session_id or "new", turn.process.pid)
+        self._spawn(self._run(turn, turn.process), name=f"turn-{turn.id}")
         return subscription
 
     async def _abandon(self, turn: Turn, inserted: bool, exc: BaseException) -> None:
         """Undo a start that failed before the CLI ran."""
         self._release(turn)
         if turn.created_workspace:
-            self.workspaces.remove(turn.workspace)
+            self.workspaces.discard(turn.workspace)
         turn.error = {"code": "start_failed", "message": str(exc) or type(exc).__name__}
         turn.finish(Status.FAILED)
         if inserted:
@@ -312,12 +469,16 @@ class Broker:
                         usage=None,
                         num_turns=None,
                         error=turn.error,
+                        last_seq=0,
                     )
                 )
             except Exception:
                 log.exception("turn %s: could not record the failed start", turn.id)
 
     # ---- running -----------------------------------------------------------------------
+    def _append(self, turn: Turn, data: bytes, kind: str, name: str | None = None) -> None:
+        self.recorder.add(turn.id, turn.append(data, kind, name))
+
     async def _run(self, turn: Turn, proc: CliProcess) -> None:
         loop = asyncio.get_running_loop()
         watchdog = asyncio.create_task(self._watch(turn, proc))
@@ -336,7 +497,7 @@ class Broker:
                     elif kind == "result":
                         turn.result = events.result_summary(obj)
                         turn.result_at = loop.time()
-                    turn.append(line, kind)
+                    self._append(turn, line, kind)
             except LineTooLong as exc:
                 turn.stop("line_too_long", str(exc), Status.FAILED)
                 await proc.terminate()
@@ -352,18 +513,36 @@ class Broker:
 
     async def _on_init(self, turn: Turn, obj: dict[str, Any]) -> None:
         sid = events.session_id(obj)
-        if sid is None:
+        if sid is None or sid == turn.session_id:
             return
+        # A new session, a fork, or a CLI that issues a new id on resume: the new id is
+        # recorded against the same workspace; the old one stays resumable.
+        parent = turn.session
+        forked = turn.options.fork_session and parent is not None
+        conversation = turn.conversation_id if parent is None else None
         try:
-            if sid != turn.session_id:
-                # A new session, a fork, or a CLI that issues a new id on resume: the new id is
-                # recorded against the same workspace; the old one stays resumable.
-                await self.store.insert_session(sid, str(turn.workspace), forked_from=turn.options.session_id)
-                turn.session_id = sid
-                self._busy.setdefault(sid, turn)
+            if parent is not None and not forked and parent.conversation_id is not None:
+                # The conversation goes on under the new id (a fork does not move it).
+                conversation = parent.conversation_id
+                await self.store.bind_conversation(parent.session_id, None)
+            await self.store.insert_session(
+                sid,
+                workspace_path=str(turn.workspace),
+                workspace_name=turn.workspace.name,
+                first_prompt=parent.first_prompt if parent else turn.options.prompt,
+                forked_from=parent.session_id if parent else None,
+                conversation_id=conversation,
+                owner=turn.owner,
+                title=parent.title if parent else None,
+                metadata=parent.metadata if parent else None,
+            )
             await self.store.set_turn_session(turn.id, sid)
         except Exception:
             log.exception("turn %s: could not record session %s", turn.id, sid)
+        turn.session_id = sid
+        self._busy.setdefault(sid, turn)
+        if turn.conversation_id is not None and self._new_conversations.get((turn.owner, turn.conversation_id)) is turn:
+            del self._new_conversations[(turn.owner, turn.conversation_id)]
 
     async def _watch(self, turn: Turn, proc: CliProcess) -> None:
         """End the turn at its total deadline, after too long a silence, or when the CLI does
@@ -395,8 +574,8 @@ class Broker:
             log.info("turn %s: client went away; cancelling", turn.id)
             self._spawn(self._terminate(turn))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str | None = None) -> None:
+        task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -405,7 +584,8 @@ class Broker:
             await turn.process.terminate()
 
     async def cancel(self, turn: Turn, code: str = "cancelled", message: str = "The turn was cancelled") -> None:
-        """End a running turn; its followers receive an error event with ``code``."""
+        """End a running turn and wait until it is recorded; its followers receive an error
+        event with ``code`` and their streams end."""
         turn.stop(code, message, Status.CANCELLED)
         await self._terminate(turn)
         await turn.wait()
@@ -439,13 +619,16 @@ class Broker:
         if error is not None:
             error["exit_code"] = turn.exit_code
             error["stderr_tail"] = proc.stderr_tail()
+            self._append(turn, json.dumps({"type": "error", **error}).encode(), "error", name="error")
         turn.error = error
-        no_session = turn.session_id is None
-        if turn.created_workspace and no_session:
+        if turn.created_workspace and turn.session_id is None:
             # A CLI that died before init leaves no session, so no workspace either.
-            await asyncio.to_thread(self.workspaces.remove, turn.workspace)
+            await asyncio.to_thread(self.workspaces.discard, turn.workspace)
         result = turn.result or {}
         try:
+            # The log is complete in SQLite before the turn counts as finished, so that a
+            # replay from the database never misses its tail.
+            await self.recorder.flush()
             await self.store.finish_turn(
                 turn.id,
                 status=status,
@@ -454,14 +637,13 @@ class Broker:
                 usage=result.get("usage"),
                 num_turns=result.get("num_turns"),
                 error=error,
+                last_seq=turn.last_seq,
             )
             if turn.session_id is not None:
                 await self.store.touch_session(turn.session_id)
         except Exception:
             log.exception("turn %s: could not record its end", turn.id)
         self._release(turn)
-        if error is not None:
-            turn.append(json.dumps({"type": "error", **error}).encode(), "error", name="error")
         turn.finish(status)
         log.info("turn %s %s (exit %s)", turn.id, status, turn.exit_code)
         await proc.close()
@@ -471,6 +653,10 @@ class Broker:
         for sid in {turn.options.session_id, turn.session_id}:
             if sid is not None and self._busy.get(sid) is turn:
                 del self._busy[sid]
+        if turn.conversation_id is not None:
+            key = (turn.owner, turn.conversation_id)
+            if self._new_conversations.get(key) is turn:
+                del self._new_conversations[key]
 
     # ---- the whole server ----------------------------------------------------------------
     def running(self) -> list[Turn]:
@@ -478,6 +664,9 @@ class Broker:
 
     def running_on(self, session_id: str) -> Turn | None:
         return self._busy.get(session_id)
+
+    def get(self, turn_id: str) -> Turn | None:
+        return self.turns.get(turn_id)
 
     async def shutdown(self) -> None:
         """Refuse new turns, end the running ones (their followers hear ``server_shutdown``)
@@ -489,3 +678,7 @@ class Broker:
         await asyncio.gather(*(self._terminate(t) for t in live), return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self._recorder_task is not None:
+            self._recorder_task.cancel()
+            await asyncio.gather(self._recorder_task, return_exceptions=True)
+        await self.recorder.flush()

@@ -22,6 +22,7 @@ from claude_server.claude.command import PermissionMode, TurnOptions
 from claude_server.errors import ApiError
 from claude_server.routes.common import read_json_object, validation_error
 from claude_server.turns import Status, Turn
+from claude_server.workspaces import check_name
 
 routes = web.RouteTableDef()
 
@@ -86,6 +87,9 @@ class ClaudeRequest(BaseModel):
     include_partial_messages: bool | None = None
     max_budget_usd: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     stream: bool | None = None
+    detach: bool | None = None
+    conversation_id: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)] | None = None
+    workspace: Annotated[str, AfterValidator(check_name)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ClaudeRequest:
@@ -153,7 +157,12 @@ def result_body(turn: Turn) -> dict[str, Any]:
 async def claude(request: web.Request) -> web.StreamResponse:
     req = parse_request(await read_json_object(request))
     broker = request.app[BROKER]
-    sub = await broker.start(req.turn_options())
+    sub = await broker.start(
+        req.turn_options(),
+        detach=bool(req.detach),
+        conversation_id=req.conversation_id,
+        workspace_name=req.workspace,
+    )
     turn = sub.turn
     headers = {"X-Turn-Id": turn.id}
     async with sub:

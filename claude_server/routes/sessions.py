@@ -1,20 +1,188 @@
-"""Session routes."""
+"""Session routes: list, get, patch, delete, history, interrupt."""
 
 from __future__ import annotations
 
-from aiohttp import web
+import json
+from typing import Annotated, Any
 
-from claude_server.appkeys import BROKER, STORE
-from claude_server.errors import NotFound
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from claude_server.appkeys import BROKER, SESSIONS, STORE
+from claude_server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from claude_server.routes.common import read_json_object, validation_error
+from claude_server.store import SessionRow, Store, TurnRow, decode_cursor, encode_cursor
+from claude_server.turns import Broker
 
 routes = web.RouteTableDef()
+
+LIST_LIMIT = 50
+LIST_LIMIT_MAX = 500
+MESSAGES_LIMIT = 20
+MESSAGES_LIMIT_MAX = 100
+QUERY_MAX_CHARS = 1000
+TITLE_MAX_CHARS = 500
+METADATA_MAX_BYTES = 64 * 1024
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer", code="invalid_parameter", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}", code="invalid_parameter", field=name)
+    return value
+
+
+def cursor_param(request: web.Request, arity: int) -> list[Any] | None:
+    raw = request.query.get("cursor")
+    if raw is None or raw == "":
+        return None
+    values = decode_cursor(raw, arity)
+    if values is None or not all(isinstance(v, str) or v is None for v in values):
+        raise BadRequest("cursor is not one this server gave out", code="invalid_parameter", field="cursor")
+    return values
+
+
+async def session_or_404(store: Store, session_id: str) -> SessionRow:
+    row = await store.get_session(session_id)
+    if row is None:
+        raise NotFound(f"No session {session_id} (it may have been deleted)", code="session_not_found")
+    return row
+
+
+def session_detail(broker: Broker, row: SessionRow) -> dict[str, Any]:
+    running = broker.running_on(row.session_id)
+    return {**row.detail(), "running_turn": running.public() if running else None}
+
+
+@routes.get("/api/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    limit = int_param(request, "limit", LIST_LIMIT, 1, LIST_LIMIT_MAX)
+    query = request.query.get("q") or None
+    if query is not None and len(query) > QUERY_MAX_CHARS:
+        raise BadRequest(f"q is longer than {QUERY_MAX_CHARS} characters", code="invalid_parameter", field="q")
+    cursor = cursor_param(request, 3)
+    after = None
+    if cursor is not None:
+        last_used_at, session_id, cursor_query = cursor
+        # The cursor keeps the filter it was made with.
+        if query is not None and query != cursor_query:
+            raise BadRequest("q differs from the cursor's filter", code="invalid_parameter", field="q")
+        query, after = cursor_query, (last_used_at, session_id)
+    rows = await request.app[STORE].list_sessions(limit=limit + 1, after=after, query=query)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].last_used_at, rows[-1].session_id, query)
+    return web.json_response({"sessions": [r.summary() for r in rows], "next_cursor": next_cursor})
 
 
 @routes.get("/api/sessions/{session_id}")
 async def get_session(request: web.Request) -> web.Response:
-    sid = request.match_info["session_id"]
-    row = await request.app[STORE].get_session(sid)
-    if row is None:
-        raise NotFound(f"No session {sid} (it may have been deleted)", code="session_not_found")
-    running = request.app[BROKER].running_on(sid)
-    return web.json_response({**row.public(), "running_turn": running.public() if running else None})
+    row = await session_or_404(request.app[STORE], request.match_info["session_id"])
+    return web.json_response(session_detail(request.app[BROKER], row))
+
+
+class SessionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    title: Annotated[str, Field(max_length=TITLE_MAX_CHARS)] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@routes.patch("/api/sessions/{session_id}")
+async def patch_session(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    row = await session_or_404(store, request.match_info["session_id"])
+    body = await read_json_object(request)
+    try:
+        patch = SessionPatch.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    changes: dict[str, Any] = {}
+    if "title" in body:
+        # An empty or null title goes back to the default (the first prompt, shortened).
+        changes["title"] = (patch.title or "").strip() or None
+    if "metadata" in body:
+        if patch.metadata is None:
+            raise BadRequest("metadata must be a JSON object", code="invalid_field", field="metadata")
+        size = len(json.dumps(patch.metadata).encode())
+        if size > METADATA_MAX_BYTES:
+            raise PayloadTooLarge(
+                f"metadata is {size} bytes as JSON; at most {METADATA_MAX_BYTES}",
+                code="metadata_too_large",
+                field="metadata",
+            )
+        changes["metadata"] = patch.metadata
+    await store.update_session(row.session_id, changes)
+    updated = await session_or_404(store, row.session_id)
+    return web.json_response(session_detail(request.app[BROKER], updated))
+
+
+@routes.delete("/api/sessions/{session_id}")
+async def delete_session(request: web.Request) -> web.Response:
+    row = await session_or_404(request.app[STORE], request.match_info["session_id"])
+    await request.app[SESSIONS].delete(row)
+    return web.Response(status=204)
+
+
+def event_objects(data: list[bytes]) -> list[Any]:
+    return [json.loads(d) for d in data]
+
+
+@routes.get("/api/sessions/{session_id}/messages")
+async def session_messages(request: web.Request) -> web.Response:
+    """The conversation as recorded: per turn, the prompt and every event, oldest first."""
+    store, broker = request.app[STORE], request.app[BROKER]
+    row = await session_or_404(store, request.match_info["session_id"])
+    limit = int_param(request, "limit", MESSAGES_LIMIT, 1, MESSAGES_LIMIT_MAX)
+    cursor = cursor_param(request, 2)
+    after = (cursor[0], cursor[1]) if cursor is not None else None
+    turns = await store.session_turns(row.session_id, limit=limit + 1, after=after)
+    next_cursor = None
+    if len(turns) > limit:
+        turns = turns[:limit]
+        next_cursor = encode_cursor(turns[-1].started_at, turns[-1].turn_id)
+    items = []
+    for t in turns:
+        items.append({**turn_summary(t), "prompt": t.prompt, "events": await turn_events(store, broker, t)})
+    return web.json_response({"session_id": row.session_id, "turns": items, "next_cursor": next_cursor})
+
+
+def turn_summary(t: TurnRow) -> dict[str, Any]:
+    return {
+        "turn_id": t.turn_id,
+        "status": t.status,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+        "cost_usd": t.cost_usd,
+        "error": t.error,
+    }
+
+
+async def turn_events(store: Store, broker: Broker, t: TurnRow) -> list[Any]:
+    live = broker.get(t.turn_id)
+    if live is not None:  # the database may lag a running turn by a moment
+        return event_objects([e.data for e in live.events])
+    out: list[Any] = []
+    after = 0
+    while batch := await store.events(t.turn_id, after=after):
+        out.extend(event_objects([e.data for e in batch]))
+        after = batch[-1].seq
+    return out
+
+
+@routes.post("/api/sessions/{session_id}/interrupt")
+async def interrupt_session(request: web.Request) -> web.Response:
+    broker = request.app[BROKER]
+    row = await session_or_404(request.app[STORE], request.match_info["session_id"])
+    turn = broker.running_on(row.session_id)
+    if turn is None:
+        raise Conflict(f"No turn is running on session {row.session_id}", code="not_running")
+    await broker.cancel(turn)
+    return web.json_response(turn.public())
