@@ -180,13 +180,14 @@ class Settings:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per setting; the default stays ``None`` so the environment can fill in."""
+    """Add one flag per setting. A flag not given leaves no attribute at all (SUPPRESS), so
+    the environment can fill in and a subcommand's parser never overwrites the main one's."""
     for opt in OPTIONS:
         default = ",".join(opt.default) if isinstance(opt.default, tuple) else opt.default
         parser.add_argument(
             opt.flag,
             dest=opt.name,
-            default=None,
+            default=argparse.SUPPRESS,
             metavar=opt.name.upper().removesuffix("_S"),
             help=f"{opt.help} (env {opt.env}, default {default!s})",
         )

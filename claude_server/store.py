@@ -433,4 +433,6 @@ class Store:
             "SELECT seq, name, data FROM events WHERE turn_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (turn_id, after, limit),
         ) as cur:
-            return [StoredEvent(row[0], row[1], bytes(row[2])) for row in await cur.fetchall()]
+            rows = await cur.fetchall()
+        # Stored as BLOB; TEXT (a row written by hand) reads back as str.
+        return [StoredEvent(r[0], r[1], r[2].encode() if isinstance(r[2], str) else bytes(r[2])) for r in rows]

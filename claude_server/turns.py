@@ -339,7 +339,21 @@ class Broker:
                 options = replace(options, session_id=bound.session_id)
         sid = options.session_id
         if not sid:
+            if options.fork_session:
+                raise BadRequest(
+                    f"conversation_id {conversation_id!r} has no session to fork yet",
+                    code="invalid_field",
+                    field="fork_session",
+                )
             return options, None
+        for name in ("system_prompt", "append_system_prompt"):
+            if getattr(options, name) is not None:
+                raise BadRequest(
+                    f"{name} cannot be given when resuming a session: the system prompt is fixed when a "
+                    "session is created and Claude Code ignores it on a resumed turn",
+                    code="invalid_field",
+                    field=name,
+                )
         self._check_idle(sid)
         row = await self.store.get_session(sid)
         if row is None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from aiohttp.test_utils import TestClient
 
 
 @dataclass
@@ -84,3 +87,65 @@ def marked_pids(turn_id: str) -> list[int]:
         except OSError:
             continue
     return [p for p in found if pid_alive(p)]
+
+
+# ---- talking to the app under test ----------------------------------------------------------
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def post(client: TestClient, body: Any, headers: dict[str, str] | None = None) -> Any:
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return await client.post("/api/claude", data=data, headers=headers or JSON)
+
+
+async def run_turn(client: TestClient, body: dict[str, Any]) -> tuple[Any, list[SseEvent]]:
+    resp = await post(client, body)
+    assert resp.status == 200, await resp.text()
+    return resp, parse_sse(await resp.text())
+
+
+def data_events(events: list[SseEvent]) -> list[dict[str, Any]]:
+    return [ev.json() for ev in events if ev.event is None]
+
+
+def texts(events: list[SseEvent]) -> list[str]:
+    out = []
+    for obj in data_events(events):
+        if obj.get("type") == "assistant":
+            out.extend(block["text"] for block in obj["message"]["content"] if block.get("type") == "text")
+    return out
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+async def read_until(resp: Any, predicate: Callable[[SseEvent], bool], timeout: float = 10.0) -> list[SseEvent]:
+    """Read SSE events from an open response until one matches."""
+    seen: list[SseEvent] = []
+    buf = ""
+
+    async def go() -> list[SseEvent]:
+        nonlocal buf
+        async for chunk in resp.content.iter_any():
+            buf += chunk.decode()
+            while "\n\n" in buf:
+                block, buf = buf.split("\n\n", 1)
+                for ev in parse_sse(block + "\n\n"):
+                    seen.append(ev)
+                    if predicate(ev):
+                        return seen
+        raise AssertionError(f"stream ended without the awaited event: {seen!r}")
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+def is_assistant(ev: SseEvent) -> bool:
+    return ev.event is None and ev.json().get("type") == "assistant"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,67 +16,21 @@ from claude_server import sse, turns
 from claude_server.app import create_app
 from claude_server.appkeys import BROKER
 from claude_server.config import Settings
-from tests.helpers import SseEvent, marked_pids, parse_sse, pid_alive, session_of
-
-JSON = {"Content-Type": "application/json"}
-
-
-async def post(client: TestClient, body: Any, headers: dict[str, str] | None = None) -> Any:
-    data = body if isinstance(body, str | bytes) else json.dumps(body)
-    return await client.post("/api/claude", data=data, headers=headers or JSON)
-
-
-async def run_turn(client: TestClient, body: dict[str, Any]) -> tuple[Any, list[SseEvent]]:
-    resp = await post(client, body)
-    assert resp.status == 200, await resp.text()
-    return resp, parse_sse(await resp.text())
-
-
-def data_events(events: list[SseEvent]) -> list[dict[str, Any]]:
-    return [ev.json() for ev in events if ev.event is None]
-
-
-def texts(events: list[SseEvent]) -> list[str]:
-    out = []
-    for obj in data_events(events):
-        if obj.get("type") == "assistant":
-            out.extend(block["text"] for block in obj["message"]["content"] if block.get("type") == "text")
-    return out
-
-
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return predicate()
-
-
-async def read_until(resp: Any, predicate: Callable[[SseEvent], bool], timeout: float = 10.0) -> list[SseEvent]:
-    """Read SSE events from an open response until one matches."""
-    seen: list[SseEvent] = []
-    buf = ""
-
-    async def go() -> list[SseEvent]:
-        nonlocal buf
-        async for chunk in resp.content.iter_any():
-            buf += chunk.decode()
-            while "\n\n" in buf:
-                block, buf = buf.split("\n\n", 1)
-                for ev in parse_sse(block + "\n\n"):
-                    seen.append(ev)
-                    if predicate(ev):
-                        return seen
-        raise AssertionError(f"stream ended without the awaited event: {seen!r}")
-
-    return await asyncio.wait_for(go(), timeout)
-
-
-def is_assistant(ev: SseEvent) -> bool:
-    return ev.event is None and ev.json().get("type") == "assistant"
-
+from tests.helpers import (
+    JSON,
+    SseEvent,
+    data_events,
+    eventually,
+    is_assistant,
+    marked_pids,
+    parse_sse,
+    pid_alive,
+    post,
+    read_until,
+    run_turn,
+    session_of,
+    texts,
+)
 
 # ---- the happy paths ----------------------------------------------------------------------
 

@@ -95,15 +95,8 @@ class ClaudeRequest(BaseModel):
     def _consistent(self) -> ClaudeRequest:
         if not self.prompt.strip():
             raise ValueError("prompt must not be empty")
-        if self.session_id:
-            for name in ("system_prompt", "append_system_prompt"):
-                if getattr(self, name) is not None:
-                    raise ValueError(
-                        f"{name} cannot be given with session_id: the system prompt is fixed when a session "
-                        "is created and Claude Code ignores it on a resumed turn"
-                    )
-        elif self.fork_session:
-            raise ValueError("fork_session needs a session_id to fork from")
+        if self.fork_session and not (self.session_id or self.conversation_id):
+            raise ValueError("fork_session needs a session_id (or conversation_id) to fork from")
         return self
 
     def turn_options(self) -> TurnOptions:
@@ -129,13 +122,12 @@ def parse_request(body: dict[str, Any]) -> ClaudeRequest:
         return ClaudeRequest.model_validate(body)
     except ValidationError as exc:
         err = validation_error(exc)
-        # A cross-field problem has no location of its own; name the field it is about.
+        # A cross-field problem has no location of its own: its message starts with the
+        # field it is about.
         if err.extra.get("field") == "body":
-            for name in ("prompt", "system_prompt", "append_system_prompt", "fork_session"):
-                if err.message.startswith(f"body: {name}"):
-                    err.extra["field"] = name
-                    err.message = err.message.removeprefix("body: ")
-                    break
+            message = err.message.removeprefix("body: ")
+            if message.split(" ", 1)[0] in ClaudeRequest.model_fields:
+                err.extra["field"], err.message = message.split(" ", 1)[0], message
         raise err from None
 
 
