@@ -87,7 +87,9 @@ class Workspace:
         return parent
 
     def relative(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        """``path`` as the API names it: relative to the workspace, "" for the workspace itself."""
+        rel = path.relative_to(self.root).as_posix()
+        return "" if rel == "." else rel
 
 
 async def workspace_of(request: web.Request) -> Workspace:
@@ -118,7 +120,7 @@ def entry(path: Path) -> dict[str, Any]:
 
 def list_dir(ws: Workspace, directory: Path) -> list[dict[str, Any]]:
     if not directory.exists():
-        raise NotFound(f"No directory {ws.relative(directory) or '.'} in the workspace", code="file_not_found")
+        raise NotFound(f"No directory {ws.relative(directory)!r} in the workspace", code="file_not_found")
     if not directory.is_dir():
         raise BadRequest(f"{ws.relative(directory)} is not a directory", code="not_a_directory", field="path")
     out = []
