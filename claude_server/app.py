@@ -11,11 +11,14 @@ import aiohttp_cors
 from aiohttp import web
 
 from claude_server import db
-from claude_server.appkeys import BROKER, DB, SESSIONS, SETTINGS, STORE
+from claude_server.appkeys import AUTHENTICATOR, BROKER, DB, METRICS, SESSIONS, SETTINGS, STORE
+from claude_server.auth import Authenticator
 from claude_server.claude.command import build_env
 from claude_server.claude.process import probe_cli
 from claude_server.config import Settings
-from claude_server.middleware import error_middleware
+from claude_server.keys_store import KeyStore
+from claude_server.metrics import Metrics
+from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
 from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store
@@ -32,6 +35,7 @@ async def db_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DB] = conn
     app[STORE] = Store(conn)
     await app[STORE].setup()
+    app[AUTHENTICATOR] = Authenticator(settings, KeyStore(conn))
     yield
     await conn.close()
 
@@ -45,7 +49,7 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
         log.warning("Claude Code CLI not usable: %s; /api/claude answers 503 until it is", cli.error)
     workspaces = Workspaces(settings.workspace_root_path)
     workspaces.ensure_root()
-    broker = Broker(settings, app[STORE], workspaces, cli)
+    broker = Broker(settings, app[STORE], workspaces, cli, app[METRICS])
     await broker.open()
     app[BROKER] = broker
     app[SESSIONS] = Sessions(settings, app[STORE], workspaces, broker)
@@ -76,8 +80,14 @@ def setup_cors(app: web.Application, routes: list[web.AbstractRoute], origins: t
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    # Order matters: the error middleware renders what the auth middleware raises.
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+    )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(db_ctx)
     app.cleanup_ctx.append(broker_ctx)
     app.on_shutdown.append(on_shutdown)

@@ -1,19 +1,24 @@
 """The command line: ``claude-server [serve]`` starts the server; ``claude-server purge``
-removes the sessions past their retention, with the server's own settings."""
+removes the sessions past their retention and ``claude-server keys`` manages API keys, both
+on the server's own database and settings."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
+import sqlite3
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
-from claude_server import __version__, config, db
+from claude_server import __version__, config, db, logs
 from claude_server.app import create_app
+from claude_server.keys_store import KeyExists, KeyStore
 from claude_server.sessions import Sessions
 from claude_server.store import Store
 from claude_server.workspaces import Workspaces
@@ -37,24 +42,58 @@ def build_parser() -> argparse.ArgumentParser:
         "its rows, its workspace (unless another session uses it) and its transcripts.",
     )
     purge.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    keys = sub.add_parser("keys", help="create, list and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = keys_sub.add_parser("create", help="create a key; its secret is shown once")
+    create.add_argument("--name", required=True, help="a unique name for the key")
+    create.add_argument("--admin", action="store_true", help="an admin key (may see every key's sessions)")
+    create.add_argument("--daily-budget-usd", type=float, default=None, help="this key's daily budget (UTC days)")
+    keys_sub.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key; its next request is refused")
+    revoke.add_argument("key", help="the key's name or id")
+    # The key actions take only their own options (--daily-budget-usd is the key's own here);
+    # the database comes from `claude-server --db PATH keys ...` or CLAUDE_SERVER_DB.
     for p in (parser, serve, purge):
         config.add_arguments(p)
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+def is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback address."""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
+
+
+def keys_in_database(path: str) -> bool:
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
+    except sqlite3.Error:  # no database yet, or no keys table yet
+        return False
+
+
+def check_exposure(settings: config.Settings) -> str | None:
+    """Why the server must not start, or None: without any key it only listens on loopback."""
+    if settings.insecure_no_auth or is_loopback(settings.host):
+        return None
+    if settings.api_keys or keys_in_database(str(settings.db_file)):
+        return None
+    return (
+        f"refusing to listen on {settings.host} without any API key: set CLAUDE_SERVER_API_KEYS or create one "
+        "with `claude-server keys create`, or pass --insecure-no-auth to run open"
     )
-    # One line per request is aiohttp.access at INFO.
-    logging.getLogger("aiohttp.access").setLevel(level)
 
 
 def serve(settings: config.Settings) -> None:
-    setup_logging(settings.log_level)
+    logs.setup(settings.log_level, settings.log_format)
     log = logging.getLogger("claude_server")
+    refusal = check_exposure(settings)
+    if refusal:
+        log.error("%s", refusal)
+        sys.exit(2)
     app = create_app(settings)
     log.info("claude-server %s listening on http://%s:%d", __version__, settings.host, settings.port)
     web.run_app(
@@ -65,6 +104,7 @@ def serve(settings: config.Settings) -> None:
         # CLI would outlive its client.
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        access_log_class=logs.AccessLogger,
         print=None,
     )
 
@@ -91,6 +131,37 @@ async def purge(settings: config.Settings, dry_run: bool) -> int:
     return 0
 
 
+async def manage_keys(settings: config.Settings, args: argparse.Namespace) -> int:
+    conn = await db.connect(settings.db_file)
+    try:
+        await db.migrate(conn)
+        keys = KeyStore(conn)
+        if args.keys_command == "create":
+            budget = args.daily_budget_usd
+            if budget is not None and budget < 0:
+                print("--daily-budget-usd must be 0 or more", file=sys.stderr)
+                return 2
+            try:
+                row, secret = await keys.create(args.name, admin=args.admin, daily_budget_usd=budget)
+            except KeyExists as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            print(json.dumps({**row.public(), "secret": secret}))
+            print("Store the secret now: it is not kept and cannot be shown again.", file=sys.stderr)
+        elif args.keys_command == "list":
+            for row in await keys.list():
+                print(json.dumps(row.public()))
+        else:
+            revoked = await keys.revoke(args.key)
+            if revoked is None:
+                print(f"error: no key named or with id {args.key!r}", file=sys.stderr)
+                return 1
+            print(json.dumps(revoked.public()))
+    finally:
+        await conn.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -98,8 +169,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = config.load(args)
     except config.ConfigError as exc:
         parser.error(str(exc))
+    if args.command == "keys":
+        logs.setup("WARNING", "text")
+        sys.exit(asyncio.run(manage_keys(settings, args)))
     if args.command == "purge":
-        setup_logging("WARNING")
+        logs.setup("WARNING", "text")
         if settings.session_retention_days <= 0:
             print("retention is 0 (keep forever): nothing to purge", file=sys.stderr)
             return

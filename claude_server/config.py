@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from claude_server.claude.command import PERMISSION_MODES
+
 MIB = 1024 * 1024
 
 
@@ -30,6 +32,7 @@ class Option:
     default: Any
     parse: Callable[[str], Any]
     help: str
+    switch: bool = False  # a flag without a value (--insecure-no-auth); its variable takes true/false
 
 
 def _positive_float(text: str) -> float:
@@ -44,6 +47,37 @@ def _non_negative_float(text: str) -> float:
     if value < 0:
         raise ValueError("must be 0 or more")
     return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _permission_modes(text: str) -> tuple[str, ...]:
+    modes = _csv(text)
+    unknown = [m for m in modes if m not in PERMISSION_MODES]
+    if unknown:
+        raise ValueError(f"unknown permission mode(s) {', '.join(unknown)}; choose from {', '.join(PERMISSION_MODES)}")
+    return modes
 
 
 def _port(text: str) -> int:
@@ -132,6 +166,82 @@ OPTIONS: tuple[Option, ...] = (
         "extra environment variables passed to the CLI (comma-separated; NAME or PREFIX*)",
     ),
     Option(
+        "api_keys",
+        "--api-keys",
+        "CLAUDE_SERVER_API_KEYS",
+        (),
+        _csv,
+        "operator (admin) API keys, comma-separated; more keys with `claude-server keys create`",
+    ),
+    Option(
+        "insecure_no_auth",
+        "--insecure-no-auth",
+        "CLAUDE_SERVER_INSECURE_NO_AUTH",
+        False,
+        _bool,
+        "allow listening on a non-loopback address without any API key",
+        switch=True,
+    ),
+    Option("health_auth", "--health-auth", "CLAUDE_SERVER_HEALTH_AUTH", False, _bool, "require a key for /health"),
+    Option(
+        "max_concurrent",
+        "--max-concurrent",
+        "CLAUDE_SERVER_MAX_CONCURRENT",
+        4,
+        _positive_int,
+        "CLI processes running at once",
+    ),
+    Option("max_queue", "--max-queue", "CLAUDE_SERVER_MAX_QUEUE", 100, _non_negative_int, "turns waiting for a slot"),
+    Option(
+        "queue_timeout_s",
+        "--queue-timeout",
+        "CLAUDE_SERVER_QUEUE_TIMEOUT",
+        60.0,
+        _positive_float,
+        "seconds a turn may wait for a slot",
+    ),
+    Option(
+        "rate_limit_per_min",
+        "--rate-limit-per-min",
+        "CLAUDE_SERVER_RATE_LIMIT_PER_MIN",
+        0,
+        _non_negative_int,
+        "turns each key may start per minute, in bursts of as many (0: no limit)",
+    ),
+    Option(
+        "daily_budget_usd",
+        "--daily-budget-usd",
+        "CLAUDE_SERVER_DAILY_BUDGET_USD",
+        0.0,
+        _non_negative_float,
+        "default daily budget of every key in USD, days in UTC (0: none)",
+    ),
+    Option(
+        "allow_skip_permissions",
+        "--allow-skip-permissions",
+        "CLAUDE_SERVER_ALLOW_SKIP_PERMISSIONS",
+        True,
+        _bool,
+        "allow dangerously-skip-permissions and permission_mode bypassPermissions",
+    ),
+    Option(
+        "permission_modes",
+        "--permission-modes",
+        "CLAUDE_SERVER_PERMISSION_MODES",
+        (),
+        _permission_modes,
+        "permission modes requests may ask for, comma-separated (default: all)",
+    ),
+    Option(
+        "max_prompt_bytes",
+        "--max-prompt-size",
+        "CLAUDE_SERVER_MAX_PROMPT_SIZE",
+        4 * MIB,
+        _size,
+        "largest prompt accepted (bytes, UTF-8; K/M/G suffixes allowed)",
+    ),
+    Option("log_format", "--log-format", "CLAUDE_SERVER_LOG_FORMAT", "text", str.lower, "text or json"),
+    Option(
         "log_level",
         "--log-level",
         "CLAUDE_SERVER_LOG_LEVEL",
@@ -158,6 +268,18 @@ class Settings:
     child_env: tuple[str, ...] = ()
     session_retention_days: float = 30.0
     max_upload_bytes: int = 100 * MIB
+    api_keys: tuple[str, ...] = ()
+    insecure_no_auth: bool = False
+    health_auth: bool = False
+    max_concurrent: int = 4
+    max_queue: int = 100
+    queue_timeout_s: float = 60.0
+    rate_limit_per_min: int = 0
+    daily_budget_usd: float = 0.0
+    allow_skip_permissions: bool = True
+    permission_modes: tuple[str, ...] = ()
+    max_prompt_bytes: int = 4 * MIB
+    log_format: str = "text"
     log_level: str = "INFO"
     # The environment the CLI's own environment is filtered from (see claude.environment).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
@@ -184,6 +306,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     the environment can fill in and a subcommand's parser never overwrites the main one's."""
     for opt in OPTIONS:
         default = ",".join(opt.default) if isinstance(opt.default, tuple) else opt.default
+        if opt.switch:
+            parser.add_argument(
+                opt.flag,
+                dest=opt.name,
+                action="store_const",
+                const="true",
+                default=argparse.SUPPRESS,
+                help=f"{opt.help} (env {opt.env}=true)",
+            )
+            continue
         parser.add_argument(
             opt.flag,
             dest=opt.name,
@@ -210,4 +342,6 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             raise ConfigError(f"{source}={raw!r}: {exc}") from None
     if values.get("log_level", "INFO") not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log level {values['log_level']!r}: use DEBUG, INFO, WARNING or ERROR")
+    if values.get("log_format", "text") not in ("text", "json"):
+        raise ConfigError(f"log format {values['log_format']!r}: use text or json")
     return Settings(environ=env, **values)

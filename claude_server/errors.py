@@ -22,13 +22,22 @@ class ApiError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         if status is not None:
             self.status = status
+        self.headers = headers or {}
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -43,6 +52,11 @@ class BadRequest(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
 
 
 class Conflict(ApiError):
@@ -63,3 +77,14 @@ class UnsupportedMediaType(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     code = "unavailable"
+
+
+class TooManyRequests(ApiError):
+    """429, with the seconds to wait in ``Retry-After`` and in the body."""
+
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None, **extra: Any) -> None:
+        seconds = max(1, int(retry_after + 0.999))
+        super().__init__(message, code=code, headers={"Retry-After": str(seconds)}, retry_after=seconds, **extra)

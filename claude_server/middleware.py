@@ -1,20 +1,27 @@
-"""HTTP middlewares. ``error_middleware`` renders every error in the shape documented in
-``claude_server.errors``."""
+"""HTTP middlewares, outermost first: ``request_id_middleware`` (X-Request-Id),
+``error_middleware`` (renders every error in the shape documented in ``claude_server.errors``,
+so it also renders the 401s of the next one), ``auth_middleware`` (who is asking). Headers
+every response gets are added in ``on_response_prepare``."""
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from claude_server.appkeys import AUTHENTICATOR, SETTINGS
+from claude_server.auth import PRINCIPAL, presented_secret
 from claude_server.errors import ApiError
+from claude_server.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
 
 def error_response(err: ApiError) -> web.Response:
-    return web.json_response(err.body(), status=err.status)
+    return web.json_response(err.body(), status=err.status, headers=err.headers)
 
 
 # aiohttp raises these itself (routing, body size); they get our shape and a stable code.
@@ -53,3 +60,48 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(ApiError("Internal server error", code="internal", status=500))
+
+
+# X-Request-Id: the client's own when it is a sane token, else a new one.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_KEY = web.RequestKey("REQUEST_ID", str)
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+HTML_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-Id", "")
+    rid = given if REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = rid
+    # Not reset afterwards: the access log line, written after the handler, reads it too.
+    REQUEST_ID.set(rid)
+    return await handler(request)
+
+
+async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response gets, streams and errors included."""
+    rid = request.get(REQUEST_ID_KEY)
+    if rid:
+        response.headers["X-Request-Id"] = rid
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.content_type == "text/html":
+        response.headers.setdefault("Content-Security-Policy", HTML_CSP)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Attach the request's principal, or answer 401. CORS preflights carry no credentials
+    and /health stays open unless CLAUDE_SERVER_HEALTH_AUTH is set."""
+    settings = request.app[SETTINGS]
+    preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+    if preflight or (request.path == "/health" and not settings.health_auth):
+        return await handler(request)
+    request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(presented_secret(request))
+    return await handler(request)

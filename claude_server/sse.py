@@ -1,12 +1,16 @@
 """Server-Sent Events: the wire format of the native stream.
 
 Each CLI line is ``id: <turn_id>:<seq>`` + ``data: <the line, byte for byte>``. Server-side
-events (``error``) carry an ``event:`` name and a JSON body ``{"type": "<same name>", ...}``.
-A ``: ping`` comment goes out after PING_INTERVAL_S of silence so that proxies and browsers
-keep the connection.
+events carry an ``event:`` name and a JSON body ``{"type": "<same name>", ...}``: ``error``
+(part of the turn's log, so it has an id) and ``queued`` (the turn's place in the admission
+queue; not part of the log, so no id). A ``: ping`` comment goes out after PING_INTERVAL_S of
+silence so that proxies and browsers keep the connection.
 """
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 from aiohttp import web
 
@@ -27,6 +31,10 @@ def encode(turn_id: str, event: Event) -> bytes:
     return f"{head}id: {turn_id}:{event.seq}\ndata: ".encode() + event.data + b"\n\n"
 
 
+def queued(position: int) -> bytes:
+    return b"event: queued\ndata: " + json.dumps({"type": "queued", "position": position}).encode() + b"\n\n"
+
+
 async def open_stream(request: web.Request, headers: dict[str, str] | None = None) -> web.StreamResponse:
     resp = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     await resp.prepare(request)
@@ -34,12 +42,26 @@ async def open_stream(request: web.Request, headers: dict[str, str] | None = Non
 
 
 async def follow(resp: web.StreamResponse, sub: Subscription) -> None:
-    """Write the turn's events from the subscription's position to its end.
+    """Write the turn's events from the subscription's position to its end, with ``queued``
+    events while it waits for a slot and pings during silences.
 
     Returns normally when the turn is over; ``ConnectionResetError`` when the client left."""
-    turn_id = sub.turn.id
-    while (batch := await sub.next_batch(PING_INTERVAL_S)) is not None:
-        if not batch:
+    turn = sub.turn
+    loop = asyncio.get_running_loop()
+    last_write = loop.time()
+    position: int | None = None
+    while True:
+        if turn.queue_position != position:
+            position = turn.queue_position
+            if position is not None:
+                await resp.write(queued(position))
+                last_write = loop.time()
+        batch = await sub.next_batch(max(0.0, last_write + PING_INTERVAL_S - loop.time()))
+        if batch is None:
+            return
+        if batch:
+            await resp.write(b"".join(encode(turn.id, event) for event in batch))
+            last_write = loop.time()
+        elif loop.time() - last_write >= PING_INTERVAL_S:
             await resp.write(PING)
-            continue
-        await resp.write(b"".join(encode(turn_id, event) for event in batch))
+            last_write = loop.time()

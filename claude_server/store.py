@@ -269,11 +269,21 @@ class Store:
             raise ConversationTaken(str(exc)) from exc
 
     async def list_sessions(
-        self, *, limit: int, after: tuple[str, str] | None = None, query: str | None = None
+        self,
+        *,
+        limit: int,
+        after: tuple[str, str] | None = None,
+        query: str | None = None,
+        owner: str | None = None,
+        all_owners: bool = False,
     ) -> list[SessionRow]:
         """Newest first by last use; ``after`` is the (last_used_at, session_id) of the
-        previous page's last item; ``query`` matches title or first prompt, any case."""
+        previous page's last item; ``query`` matches title or first prompt, any case; only
+        ``owner``'s sessions unless ``all_owners``."""
         where, params = [], []
+        if not all_owners:
+            where.append("COALESCE(s.owner, '') = ?")
+            params.append(owner or "")
         if after is not None:
             where.append("(s.last_used_at < ? OR (s.last_used_at = ? AND s.session_id < ?))")
             params += [after[0], after[0], after[1]]
@@ -371,12 +381,85 @@ class Store:
         num_turns: int | None,
         error: dict[str, Any] | None,
         last_seq: int,
+        model: str | None = None,
+        duration_ms: float | None = None,
     ) -> None:
         await self._execute(
             "UPDATE turns SET status = ?, finished_at = ?, exit_code = ?, cost_usd = ?, usage = ?, num_turns = ?, "
-            "error = ?, last_seq = ? WHERE turn_id = ?",
-            (status, now_iso(), exit_code, cost_usd, _dumps(usage), num_turns, _dumps(error), last_seq, turn_id),
+            "error = ?, last_seq = ?, model = ?, duration_ms = ? WHERE turn_id = ?",
+            (
+                status,
+                now_iso(),
+                exit_code,
+                cost_usd,
+                _dumps(usage),
+                num_turns,
+                _dumps(error),
+                last_seq,
+                model,
+                duration_ms,
+                turn_id,
+            ),
         )
+
+    async def key_names(self) -> dict[str, str]:
+        async with self.conn.execute("SELECT key_id, name FROM api_keys") as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def set_turn_status(self, turn_id: str, status: str) -> None:
+        await self._execute("UPDATE turns SET status = ? WHERE turn_id = ?", (status, turn_id))
+
+    async def spent_since(self, owner: str | None, since: str) -> float:
+        """The recorded cost of an owner's turns started since ``since``."""
+        async with self.conn.execute(
+            "SELECT coalesce(sum(cost_usd), 0) FROM turns WHERE COALESCE(owner, '') = ? AND started_at >= ?",
+            (owner or "", since),
+        ) as cur:
+            row = await cur.fetchone()
+        return float(row[0]) if row else 0.0
+
+    async def stats(
+        self, *, since: str | None, until: str | None, group_by: str, owner: str | None, all_owners: bool
+    ) -> list[dict[str, Any]]:
+        """Finished turns summed per day, model or owner key (``group_by``), from their
+        recorded results; ``owner`` limits to one key's turns unless ``all_owners``."""
+        group = {
+            "day": "substr(started_at, 1, 10)",
+            "model": "coalesce(model, 'unknown')",
+            "key": "coalesce(owner, '')",
+        }[group_by]
+        where = ["finished_at IS NOT NULL"]
+        params: list[Any] = []
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            params.append(until)
+        if not all_owners:
+            where.append("COALESCE(owner, '') = ?")
+            params.append(owner or "")
+        sql = (
+            f"SELECT {group} AS grp, count(*), sum(status = 'succeeded'), sum(status IN ('failed', 'interrupted')), "
+            "coalesce(sum(cost_usd), 0), coalesce(sum(json_extract(usage, '$.input_tokens')), 0), "
+            "coalesce(sum(json_extract(usage, '$.output_tokens')), 0), avg(duration_ms) "
+            f"FROM turns WHERE {' AND '.join(where)} GROUP BY grp ORDER BY grp"
+        )
+        async with self.conn.execute(sql, params) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "group": r[0],
+                "turns": r[1],
+                "successes": r[2] or 0,
+                "failures": r[3] or 0,
+                "cost_usd": r[4],
+                "input_tokens": r[5],
+                "output_tokens": r[6],
+                "mean_duration_ms": r[7],
+            }
+            for r in rows
+        ]
 
     async def get_turn(self, turn_id: str) -> TurnRow | None:
         async with self.conn.execute(f"SELECT {_TURN_COLUMNS} FROM turns WHERE turn_id = ?", (turn_id,)) as cur:

@@ -16,18 +16,30 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from claude_server.admission import Admission, RateLimiter, Waiter
 from claude_server.claude import events
 from claude_server.claude.command import TurnOptions, build_argv, build_env
 from claude_server.claude.process import CliInfo, CliProcess, LineTooLong, kill_marked, probe_cli
 from claude_server.config import Settings
-from claude_server.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
-from claude_server.store import ConversationTaken, SessionRow, Store
+from claude_server.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from claude_server.metrics import Metrics
+from claude_server.principal import OPEN, Principal
+from claude_server.store import ConversationTaken, SessionRow, Store, now_iso
 from claude_server.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -87,7 +99,7 @@ class Turn:
         on_orphaned: Callable[[Turn], None],
         session: SessionRow | None = None,
         conversation_id: str | None = None,
-        owner: str | None = None,
+        principal: Principal = OPEN,
     ) -> None:
         loop = asyncio.get_running_loop()
         self.id = str(uuid.uuid4())
@@ -97,9 +109,11 @@ class Turn:
         self.detach = detach
         self.session = session  # the resumed session's row, if any
         self.conversation_id = conversation_id
-        self.owner = owner
+        self.principal = principal
         self.session_id: str | None = options.session_id
-        self.status = Status.RUNNING
+        self.status = Status.QUEUED
+        self.queue_position: int | None = None
+        self.model: str | None = options.model
         self.events: list[Event] = []
         self.result: dict[str, Any] | None = None
         self.error: dict[str, Any] | None = None
@@ -108,7 +122,10 @@ class Turn:
         self.started_at = loop.time()
         self.last_activity = self.started_at
         self.result_at: float | None = None
+        self.first_event_at: float | None = None
         self.process: CliProcess | None = None
+        self.waiter: Waiter[Turn] | None = None  # its place in the queue, while queued
+        self.holds_slot = False  # one of the admission slots is this turn's
         self._on_orphaned = on_orphaned
         self._followers = 0
         self._changed = asyncio.Event()
@@ -150,11 +167,21 @@ class Turn:
     def subscribe(self, after_seq: int = 0) -> Subscription:
         return Subscription(self, after_seq)
 
+    @property
+    def owner(self) -> str | None:
+        return self.principal.key_id
+
+    def set_position(self, position: int | None) -> None:
+        """Its place in the admission queue changed (None: it left the queue)."""
+        self.queue_position = position
+        self._wake()
+
     def public(self) -> dict[str, Any]:
         return {
             "turn_id": self.id,
             "session_id": self.session_id,
             "status": self.status,
+            "queue_position": self.queue_position,
             "detach": self.detach,
             "last_seq": self.last_seq,
             "followers": self._followers,
@@ -171,30 +198,33 @@ class Subscription:
         self._closed = False
         turn._followers += 1
 
+    def _take(self) -> list[Event] | None:
+        log_ = self.turn.events
+        if self._index >= len(log_):
+            return None if self.turn.finished else []
+        end = self._index
+        size = 0
+        while end < len(log_) and size < BATCH_BYTES:
+            size += len(log_[end].data)
+            end += 1
+        batch = log_[self._index : end]
+        self._index = end
+        return batch
+
     async def next_batch(self, timeout_s: float | None = None) -> list[Event] | None:
-        """The next events in the log (at most about BATCH_BYTES of them); ``[]`` when
-        ``timeout_s`` passed without any; ``None`` once the turn has finished and all its
-        events have been taken."""
-        turn = self.turn
-        while True:
-            log_ = turn.events
-            if self._index < len(log_):
-                end = self._index
-                size = 0
-                while end < len(log_) and size < BATCH_BYTES:
-                    size += len(log_[end].data)
-                    end += 1
-                batch = log_[self._index : end]
-                self._index = end
-                return batch
-            if turn.finished:
-                return None
-            changed = turn._changed
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await changed.wait()
-            except TimeoutError:
-                return []
+        """The next events in the log (at most about BATCH_BYTES of them); ``None`` once the
+        turn has finished and all its events have been taken; ``[]`` when ``timeout_s``
+        passed without any, or when the turn changed otherwise (its queue position)."""
+        batch = self._take()
+        if batch != []:
+            return batch
+        changed = self.turn._changed
+        try:
+            async with asyncio.timeout(timeout_s):
+                await changed.wait()
+        except TimeoutError:
+            return []
+        return self._take()
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while (batch := await self.next_batch()) is not None:
@@ -249,15 +279,44 @@ class EventRecorder:
             await self.flush()
 
 
-class Broker:
-    """Starts turns, keeps them, ends them."""
+def check_policy(settings: Settings, options: TurnOptions) -> None:
+    """The operator's permission policy; 403 naming the setting that refuses the request."""
+    bypass = options.skip_permissions or options.permission_mode == "bypassPermissions"
+    if bypass and not settings.allow_skip_permissions:
+        what = "dangerously-skip-permissions" if options.skip_permissions else "permission_mode bypassPermissions"
+        raise Forbidden(
+            f"{what} is not allowed on this server (CLAUDE_SERVER_ALLOW_SKIP_PERMISSIONS=false)",
+            code="policy_refused",
+        )
+    mode = options.permission_mode
+    if mode is not None and settings.permission_modes and mode not in settings.permission_modes:
+        raise Forbidden(
+            f"permission_mode {mode} is not allowed on this server "
+            f"(CLAUDE_SERVER_PERMISSION_MODES={','.join(settings.permission_modes)})",
+            code="policy_refused",
+        )
 
-    def __init__(self, settings: Settings, store: Store, workspaces: Workspaces, cli: CliInfo) -> None:
+
+def seconds_to_utc_midnight(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+class Broker:
+    """Starts turns (admitting them, or queueing them for a slot), keeps them, ends them."""
+
+    def __init__(
+        self, settings: Settings, store: Store, workspaces: Workspaces, cli: CliInfo, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.store = store
         self.workspaces = workspaces
         self.cli = cli
+        self.metrics = metrics or Metrics()
         self.recorder = EventRecorder(store)
+        self.admission: Admission[Turn] = Admission(settings.max_concurrent, settings.max_queue, Turn.set_position)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_min)
         self.turns: dict[str, Turn] = {}  # not yet finished
         self._busy: dict[str, Turn] = {}  # session id -> the turn running on it
         # (owner, conversation id) -> the first turn of a conversation, until its session exists
@@ -322,11 +381,12 @@ class Broker:
             )
 
     async def _resolve(
-        self, options: TurnOptions, conversation_id: str | None, owner: str | None
+        self, options: TurnOptions, conversation_id: str | None, principal: Principal
     ) -> tuple[TurnOptions, SessionRow | None]:
-        """The session a request resumes (by session_id or conversation_id), or None for a new one."""
+        """The session a request resumes (by session_id or conversation_id), or None for a new
+        one. A session of another key is "not found": nothing else may reveal it exists."""
+        owner = principal.key_id
         if conversation_id is not None:
-            self._check_conversation_idle((owner, conversation_id))
             bound = await self.store.find_conversation(conversation_id, owner)
             if bound is not None:
                 if options.session_id and options.session_id != bound.session_id:
@@ -354,9 +414,8 @@ class Broker:
                     code="invalid_field",
                     field=name,
                 )
-        self._check_idle(sid)
         row = await self.store.get_session(sid)
-        if row is None:
+        if row is None or not principal.can_see(row.owner):
             raise NotFound(f"No session {sid} (it may have been deleted)", code="session_not_found")
         if conversation_id is not None and row.conversation_id not in (None, conversation_id):
             raise BadRequest(
@@ -366,6 +425,20 @@ class Broker:
             )
         return options, row
 
+    async def _check_budget(self, principal: Principal) -> None:
+        budget = principal.daily_budget_usd
+        if not budget:
+            return
+        today = now_iso(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+        spent = await self.store.spent_since(principal.key_id, today)
+        if spent >= budget:
+            raise TooManyRequests(
+                f"Key {principal.name} reached its daily budget of ${budget:g} (spent ${spent:.4f} today, "
+                "UTC); it resets at 00:00 UTC",
+                retry_after=seconds_to_utc_midnight(),
+                code="budget_exceeded",
+            )
+
     async def start(
         self,
         options: TurnOptions,
@@ -373,14 +446,15 @@ class Broker:
         detach: bool = False,
         conversation_id: str | None = None,
         workspace_name: str | None = None,
-        owner: str | None = None,
+        principal: Principal = OPEN,
     ) -> Subscription:
-        """Start a turn and return the caller's subscription to it (from the first event).
+        """Start a turn (or queue it for a slot) and return the caller's subscription to it.
 
         ``conversation_id`` resumes the session bound to it, or binds the new session;
         ``workspace_name`` puts a new session in a shared, named workspace. Raises
-        ``ApiError`` for what the client should hear before any stream: bad combination
-        (400), unknown session (404), busy session (409), CLI missing or server closing (503)."""
+        ``ApiError`` for what the client should hear before any stream, checked in this
+        order: server closing or CLI missing (503), policy (403), bad combination (400),
+        unknown or foreign session (404), busy session (409), budget, rate and queue (429)."""
         if self._closing:
             raise ServiceUnavailable("The server is shutting down", code="shutting_down")
         if not self.cli.found:
@@ -390,8 +464,11 @@ class Broker:
             raise ServiceUnavailable(
                 f"Claude Code CLI is not available: {self.cli.error}. {INSTALL_HINT}", code="cli_not_found"
             )
-        options, session = await self._resolve(options, conversation_id, owner)
-        # Checked again after the awaits: another request may have started a turn meanwhile.
+        check_policy(self.settings, options)
+        options, session = await self._resolve(options, conversation_id, principal)
+        await self._check_budget(principal)
+        # Checked after every await: another request may have started a turn meanwhile.
+        owner = principal.key_id
         if session is not None:
             self._check_idle(session.session_id)
             if workspace_name is not None and workspace_name != session.workspace_name:
@@ -401,15 +478,31 @@ class Broker:
                     code="invalid_field",
                     field="workspace",
                 )
-            workspace, created = self.workspaces.ensure(Path(session.workspace_path)), False
-        else:
-            if conversation_id is not None:
-                self._check_conversation_idle((owner, conversation_id))
-            if workspace_name is not None:
-                workspace, created = self.workspaces.named(workspace_name)
-            else:
-                workspace, created = self.workspaces.create(), True
+        elif conversation_id is not None:
+            self._check_conversation_idle((owner, conversation_id))
+        wait = self.rate_limiter.take(owner or "")
+        if wait:
+            raise TooManyRequests(
+                f"Key {principal.name} may start {self.settings.rate_limit_per_min} turns per minute "
+                "(CLAUDE_SERVER_RATE_LIMIT_PER_MIN)",
+                retry_after=wait,
+                code="rate_limited",
+            )
+        admitted = self.admission.try_acquire()
+        if not admitted and self.admission.queued >= self.admission.max_queue:
+            raise TooManyRequests(
+                f"All {self.admission.slots} slots are busy and the queue is full "
+                f"({self.admission.max_queue} waiting); retry later",
+                retry_after=self.settings.queue_timeout_s,
+                code="queue_full",
+            )
 
+        if session is not None:
+            workspace, created = self.workspaces.ensure(Path(session.workspace_path)), False
+        elif workspace_name is not None:
+            workspace, created = self.workspaces.named(workspace_name)
+        else:
+            workspace, created = self.workspaces.create(), True
         turn = Turn(
             options,
             workspace,
@@ -418,15 +511,19 @@ class Broker:
             on_orphaned=self._orphaned,
             session=session,
             conversation_id=conversation_id,
-            owner=owner,
+            principal=principal,
         )
         self.turns[turn.id] = turn
         if session is not None:
             self._busy[session.session_id] = turn
         elif conversation_id is not None:
             self._new_conversations[(owner, conversation_id)] = turn
+        if admitted:
+            turn.status, turn.holds_slot = Status.RUNNING, True
+        else:
+            turn.waiter = self.admission.enqueue(turn)
+        self.metrics.queue_length.set(self.admission.queued)
         subscription = turn.subscribe(0)
-        inserted = False
         try:
             if session is not None and conversation_id is not None and session.conversation_id is None:
                 await self.store.bind_conversation(session.session_id, conversation_id)
@@ -438,18 +535,12 @@ class Broker:
                 workspace_path=str(workspace),
                 detach=detach,
                 owner=owner,
+                status=turn.status,
             )
-            inserted = True
-            assert self.cli.path is not None
-            turn.process = await CliProcess.spawn(
-                build_argv(self.cli.path, options),
-                cwd=workspace,
-                env=build_env(self.settings.environ, turn.id, self.settings.child_env),
-                stdin_data=options.prompt.encode(),
-                turn_id=turn.id,
-            )
+            if admitted:
+                await self._spawn_cli(turn)
         except BaseException as exc:
-            await self._abandon(turn, inserted, exc)
+            await self._finish(turn, None, start_error=exc)
             if isinstance(exc, OSError):
                 raise ServiceUnavailable(
                     f"Could not start Claude Code ({self.cli.path}): {exc}. {INSTALL_HINT}",
@@ -461,33 +552,58 @@ class Broker:
                     code="conversation_taken",
                 ) from exc
             raise
-        log.info("turn %s started (session %s, pid %d)", turn.id, options.session_id or "new", turn.process.pid)
-        self._spawn(self._run(turn, turn.process), name=f"turn-{turn.id}")
+        if admitted:
+            assert turn.process is not None
+            self._spawn(self._run(turn, turn.process), name=f"turn-{turn.id}")
+        else:
+            self._spawn(self._queued(turn), name=f"queued-{turn.id}")
         return subscription
 
-    async def _abandon(self, turn: Turn, inserted: bool, exc: BaseException) -> None:
-        """Undo a start that failed before the CLI ran."""
-        self._release(turn)
-        if turn.created_workspace:
-            self.workspaces.discard(turn.workspace)
-        turn.error = {"code": "start_failed", "message": str(exc) or type(exc).__name__}
-        turn.finish(Status.FAILED)
-        if inserted:
-            try:
-                await asyncio.shield(
-                    self.store.finish_turn(
-                        turn.id,
-                        status=Status.FAILED,
-                        exit_code=None,
-                        cost_usd=None,
-                        usage=None,
-                        num_turns=None,
-                        error=turn.error,
-                        last_seq=0,
-                    )
+    async def _spawn_cli(self, turn: Turn) -> None:
+        assert self.cli.path is not None
+        turn.process = await CliProcess.spawn(
+            build_argv(self.cli.path, turn.options),
+            cwd=turn.workspace,
+            env=build_env(self.settings.environ, turn.id, self.settings.child_env),
+            stdin_data=turn.options.prompt.encode(),
+            turn_id=turn.id,
+        )
+        turn.status = Status.RUNNING
+        turn.started_at = turn.last_activity = asyncio.get_running_loop().time()
+        self.metrics.turns_started.inc()
+        self.metrics.running.set(self.admission.running)
+        log.info("turn %s started (session %s, pid %d)", turn.id, turn.options.session_id or "new", turn.process.pid)
+
+    async def _queued(self, turn: Turn) -> None:
+        """Wait for a slot (at most the queue timeout), then run."""
+        assert turn.waiter is not None
+        waited_from = time.monotonic()
+        try:
+            admitted = await asyncio.wait_for(asyncio.shield(turn.waiter.admitted), self.settings.queue_timeout_s)
+        except TimeoutError:
+            self.admission.leave(turn.waiter)
+            admitted = turn.waiter.admitted.result()  # a slot may have come just in time
+            if not admitted:
+                turn.stop(
+                    "queue_timeout",
+                    f"No slot freed up within the queue timeout ({self.settings.queue_timeout_s:g}s)",
+                    Status.FAILED,
                 )
-            except Exception:
-                log.exception("turn %s: could not record the failed start", turn.id)
+        self.metrics.queue_length.set(self.admission.queued)
+        self.metrics.queue_wait.observe(time.monotonic() - waited_from)
+        turn.waiter = None
+        turn.holds_slot = admitted
+        if not admitted or turn.stop_reason is not None:  # timed out, or stopped while its slot came
+            await self._finish(turn, None)
+            return
+        try:
+            await self.store.set_turn_status(turn.id, Status.RUNNING)
+            await self._spawn_cli(turn)
+        except OSError as exc:
+            await self._finish(turn, None, start_error=exc)
+            return
+        assert turn.process is not None
+        await self._run(turn, turn.process)
 
     # ---- running -----------------------------------------------------------------------
     def _append(self, turn: Turn, data: bytes, kind: str, name: str | None = None) -> None:
@@ -505,6 +621,9 @@ class Broker:
                         if line.strip():
                             log.info("turn %s: non-JSON line from the CLI: %.300r", turn.id, line)
                         continue
+                    if turn.first_event_at is None:
+                        turn.first_event_at = turn.last_activity
+                        self.metrics.first_event.observe(turn.first_event_at - turn.started_at)
                     kind = events.kind(obj)
                     if kind == "system/init":
                         await self._on_init(turn, obj)
@@ -526,6 +645,9 @@ class Broker:
             await self._finish(turn, proc)
 
     async def _on_init(self, turn: Turn, obj: dict[str, Any]) -> None:
+        model = obj.get("model")
+        if isinstance(model, str):
+            turn.model = model
         sid = events.session_id(obj)
         if sid is None or sid == turn.session_id:
             return
@@ -594,12 +716,15 @@ class Broker:
         task.add_done_callback(self._tasks.discard)
 
     async def _terminate(self, turn: Turn) -> None:
+        """End a stopped turn: its process if it runs, its place in the queue if it waits."""
         if turn.process is not None:
             await turn.process.terminate()
+        elif turn.waiter is not None:
+            self.admission.leave(turn.waiter)
 
     async def cancel(self, turn: Turn, code: str = "cancelled", message: str = "The turn was cancelled") -> None:
-        """End a running turn and wait until it is recorded; its followers receive an error
-        event with ``code`` and their streams end."""
+        """End a running or queued turn and wait until it is recorded; its followers receive
+        an error event with ``code`` and their streams end."""
         turn.stop(code, message, Status.CANCELLED)
         await self._terminate(turn)
         await turn.wait()
@@ -620,47 +745,94 @@ class Broker:
             message = f"Claude Code exited with code {code} without a result" + (f": {last}" if last else "")
         return {"code": "cli_failed", "message": message}
 
-    async def _finish(self, turn: Turn, proc: CliProcess) -> None:
-        error: dict[str, Any] | None = None
+    def _outcome(
+        self, turn: Turn, proc: CliProcess | None, start_error: BaseException | None
+    ) -> tuple[str, dict[str, Any] | None]:
         if turn.stop_reason is not None:
-            status = turn.stop_reason.status
-            error = {"code": turn.stop_reason.code, "message": turn.stop_reason.message}
-        elif turn.result is not None:
-            status = Status.FAILED if turn.result["is_error"] else Status.SUCCEEDED
-        else:
-            status = Status.FAILED
-            error = self._failure(turn, proc)
+            error: dict[str, Any] = {"code": turn.stop_reason.code, "message": turn.stop_reason.message}
+            if turn.stop_reason.code == "queue_timeout":
+                error["retry_after"] = max(1, int(self.settings.queue_timeout_s))
+            return turn.stop_reason.status, error
+        if start_error is not None:
+            code = "cli_not_found" if isinstance(start_error, OSError) else "start_failed"
+            return Status.FAILED, {"code": code, "message": f"Could not start Claude Code: {start_error}"}
+        if turn.result is not None:
+            return (Status.FAILED if turn.result["is_error"] else Status.SUCCEEDED), None
+        assert proc is not None
+        return Status.FAILED, self._failure(turn, proc)
+
+    async def _finish(self, turn: Turn, proc: CliProcess | None, start_error: BaseException | None = None) -> None:
+        """Record how the turn ended, free its slot and session, end its followers' streams.
+        ``proc`` is None for a turn that never ran (queue timeout, cancelled while queued, a
+        start that failed)."""
+        status, error = self._outcome(turn, proc, start_error)
         if error is not None:
-            error["exit_code"] = turn.exit_code
-            error["stderr_tail"] = proc.stderr_tail()
+            if proc is not None:
+                error["exit_code"] = turn.exit_code
+                error["stderr_tail"] = proc.stderr_tail()
             self._append(turn, json.dumps({"type": "error", **error}).encode(), "error", name="error")
         turn.error = error
         if turn.created_workspace and turn.session_id is None:
             # A CLI that died before init leaves no session, so no workspace either.
             await asyncio.to_thread(self.workspaces.discard, turn.workspace)
         result = turn.result or {}
+        duration_ms = None
+        if proc is not None:
+            duration_ms = result.get("duration_ms") or (asyncio.get_running_loop().time() - turn.started_at) * 1000
         try:
             # The log is complete in SQLite before the turn counts as finished, so that a
             # replay from the database never misses its tail.
-            await self.recorder.flush()
-            await self.store.finish_turn(
-                turn.id,
-                status=status,
-                exit_code=turn.exit_code,
-                cost_usd=result.get("total_cost_usd"),
-                usage=result.get("usage"),
-                num_turns=result.get("num_turns"),
-                error=error,
-                last_seq=turn.last_seq,
-            )
-            if turn.session_id is not None:
-                await self.store.touch_session(turn.session_id)
+            await asyncio.shield(self._record_end(turn, status, error, duration_ms))
         except Exception:
             log.exception("turn %s: could not record its end", turn.id)
+        if turn.holds_slot:
+            turn.holds_slot = False
+            self.admission.release()
+        self.metrics.running.set(self.admission.running)
+        self.metrics.queue_length.set(self.admission.queued)
+        self.metrics.turn_ended(status, turn.model, turn.result)
+        if proc is not None:
+            self.metrics.turn_duration.observe(asyncio.get_running_loop().time() - turn.started_at)
         self._release(turn)
         turn.finish(status)
-        log.info("turn %s %s (exit %s)", turn.id, status, turn.exit_code)
-        await proc.close()
+        log.info(
+            "turn %s %s",
+            turn.id,
+            status,
+            extra={
+                "turn_id": turn.id,
+                "session_id": turn.session_id,
+                "key": turn.principal.name,
+                "status": status,
+                "exit_code": turn.exit_code,
+                "duration_ms": duration_ms,
+                "cost_usd": result.get("total_cost_usd"),
+                "model": turn.model,
+                "error_code": error["code"] if error else None,
+            },
+        )
+        if proc is not None:
+            await proc.close()
+
+    async def _record_end(
+        self, turn: Turn, status: str, error: dict[str, Any] | None, duration_ms: float | None
+    ) -> None:
+        result = turn.result or {}
+        await self.recorder.flush()
+        await self.store.finish_turn(
+            turn.id,
+            status=status,
+            exit_code=turn.exit_code,
+            cost_usd=result.get("total_cost_usd"),
+            usage=result.get("usage"),
+            num_turns=result.get("num_turns"),
+            error=error,
+            last_seq=turn.last_seq,
+            model=turn.model,
+            duration_ms=duration_ms,
+        )
+        if turn.session_id is not None:
+            await self.store.touch_session(turn.session_id)
 
     def _release(self, turn: Turn) -> None:
         self.turns.pop(turn.id, None)
@@ -683,8 +855,8 @@ class Broker:
         return self.turns.get(turn_id)
 
     async def shutdown(self) -> None:
-        """Refuse new turns, end the running ones (their followers hear ``server_shutdown``)
-        and wait until each is recorded."""
+        """Refuse new turns, end the running and queued ones (their followers hear
+        ``server_shutdown``) and wait until each is recorded."""
         self._closing = True
         live = list(self.turns.values())
         for turn in live:

@@ -121,6 +121,11 @@ def main() -> int:
     else:
         session_id = str(uuid.uuid4())
 
+    # The transcript is written before init, so a session whose init was seen can resume.
+    history.append(prompt)
+    tdir = transcript_dir(cwd)
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / f"{session_id}.jsonl").write_text("\n".join(history) + "\n")
     out(
         {
             "type": "system",
@@ -135,10 +140,6 @@ def main() -> int:
             "fake_env": sorted(os.environ),
         }
     )
-    history.append(prompt)
-    tdir = transcript_dir(cwd)
-    tdir.mkdir(parents=True, exist_ok=True)
-    (tdir / f"{session_id}.jsonl").write_text("\n".join(history) + "\n")
 
     code = directive(prompt, "exit")
     if code is not None:

@@ -27,8 +27,8 @@ from typing import Any
 
 from aiohttp import web
 
-from claude_server.appkeys import SETTINGS, STORE
-from claude_server.errors import ApiError, BadRequest, Conflict, NotFound, PayloadTooLarge
+from claude_server.appkeys import SETTINGS
+from claude_server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
 from claude_server.routes.sessions import session_or_404
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,7 @@ CHUNK_BYTES = 256 * 1024
 ARCHIVE_QUEUE_CHUNKS = 16
 
 
-class Forbidden(ApiError):
-    status = 403
+class OutsideWorkspace(Forbidden):
     code = "outside_workspace"
 
 
@@ -68,7 +67,7 @@ class Workspace:
             raise BadRequest("path must name a file in the workspace", code="invalid_path", field="path")
         target = self.root.joinpath(*parts)
         if not self.contains(os.path.realpath(target)):
-            raise Forbidden(f"{rel} leads outside the workspace")
+            raise OutsideWorkspace(f"{rel} leads outside the workspace")
         return target
 
     def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
@@ -76,14 +75,14 @@ class Workspace:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         if not self.contains(os.readlink(f"/proc/self/fd/{fd}")):
             os.close(fd)
-            raise Forbidden(f"{path.name} leads outside the workspace")
+            raise OutsideWorkspace(f"{path.name} leads outside the workspace")
         return fd
 
     def real_parent(self, path: Path) -> Path:
         """The folder ``path`` is (to be) in, symlinks resolved, refused if outside."""
         parent = Path(os.path.realpath(path.parent))
         if not self.contains(str(parent)):
-            raise Forbidden(f"{self.relative(path)} leads outside the workspace")
+            raise OutsideWorkspace(f"{self.relative(path)} leads outside the workspace")
         return parent
 
     def relative(self, path: Path) -> str:
@@ -93,7 +92,7 @@ class Workspace:
 
 
 async def workspace_of(request: web.Request) -> Workspace:
-    row = await session_or_404(request.app[STORE], request.match_info["session_id"])
+    row = await session_or_404(request)
     ws = Workspace(row.workspace_path)
     if not ws.root.is_dir():
         raise NotFound(f"The workspace of session {row.session_id} does not exist", code="workspace_missing")
@@ -150,7 +149,7 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     except FileNotFoundError:
         raise NotFound(f"No file {ws.relative(path)} in the workspace", code="file_not_found") from None
     except OSError as exc:  # ELOOP: the final component is a symlink we will not follow
-        raise Forbidden(f"{ws.relative(path)} cannot be read: {exc.strerror}") from None
+        raise OutsideWorkspace(f"{ws.relative(path)} cannot be read: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"

@@ -1,25 +1,120 @@
-"""GET /health: is the server up, is the CLI there, what is running. No auth."""
+"""GET /health (open unless CLAUDE_SERVER_HEALTH_AUTH), GET /metrics, GET /api/stats."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from claude_server import __version__
-from claude_server.appkeys import BROKER
+from claude_server.appkeys import AUTHENTICATOR, BROKER, DB, METRICS, STORE
+from claude_server.auth import principal
+from claude_server.errors import BadRequest, Forbidden
 
 routes = web.RouteTableDef()
+
+GROUPS = ("day", "model", "key")
 
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     cli = broker.cli
+    try:
+        async with request.app[DB].execute("SELECT 1") as cur:
+            db_ok = (await cur.fetchone()) is not None
+    except Exception:
+        db_ok = False
     return web.json_response(
         {
-            # "degraded": up, but turns cannot run until the CLI is installed.
-            "status": "ok" if cli.found else "degraded",
+            # "degraded": up, but turns cannot run (no CLI) or nothing can be recorded (no database).
+            "status": "ok" if cli.found and db_ok else "degraded",
             "version": __version__,
             "cli": {"found": cli.found, "version": cli.version, "path": cli.path, "error": cli.error},
-            "running_turns": len(broker.running()),
+            "database": {"ok": db_ok},
+            "running_turns": broker.admission.running,
+            "max_concurrent": broker.admission.slots,
+            "queue_length": broker.admission.queued,
+            "max_queue": broker.admission.max_queue,
         }
     )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; an admin key when keys are configured."""
+    if not principal(request).admin:
+        raise Forbidden("Metrics are for admin keys", code="admin_only")
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _day(request: web.Request, name: str) -> str | None:
+    """An ISO 8601 date or date-time parameter as the text turns are stamped with."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        if len(raw) == 10:
+            return date.fromisoformat(raw).isoformat()
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(
+            f"{name} must be an ISO 8601 date or date-time (2026-11-22 or 2026-11-22T10:00:00Z)",
+            code="invalid_parameter",
+            field=name,
+        ) from None
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC).replace(tzinfo=None)
+    return when.isoformat(timespec="milliseconds") + "Z"
+
+
+def _until(request: web.Request) -> str | None:
+    """``to`` is inclusive for a plain date: up to the end of that day."""
+    value = _day(request, "to")
+    raw = request.query.get("to", "")
+    if value is not None and len(raw) == 10:
+        return (date.fromisoformat(value) + timedelta(days=1)).isoformat()
+    return value
+
+
+@routes.get("/api/stats")
+async def stats(request: web.Request) -> web.Response:
+    """Turns, outcomes, cost, tokens and mean duration per day, model or key (admins), from
+    the results the CLI reported. An ordinary key sees its own turns; admins see all."""
+    who = principal(request)
+    group_by = request.query.get("group_by", "day")
+    if group_by not in GROUPS:
+        raise BadRequest(f"group_by must be one of {', '.join(GROUPS)}", code="invalid_parameter", field="group_by")
+    if group_by == "key" and not who.admin:
+        raise Forbidden("group_by=key is for admin keys", code="admin_only")
+    since, until = _day(request, "from"), _until(request)
+    if since and until and since >= until:
+        raise BadRequest("from must be before to", code="invalid_parameter", field="from")
+    groups = await request.app[STORE].stats(
+        since=since, until=until, group_by=group_by, owner=who.key_id, all_owners=who.admin
+    )
+    if group_by == "key":
+        names = {**await request.app[STORE].key_names(), **request.app[AUTHENTICATOR].operator_names()}
+        for g in groups:
+            g["group"] = names.get(g["group"], g["group"] or "(no key)")
+    return web.json_response(
+        {"group_by": group_by, "from": since, "to": until, "groups": groups, "total": total(groups)}
+    )
+
+
+def total(groups: list[dict[str, Any]]) -> dict[str, Any]:
+    turns = sum(g["turns"] for g in groups)
+    durations = [(g["mean_duration_ms"], g["turns"]) for g in groups if g["mean_duration_ms"] is not None]
+    weight = sum(n for _, n in durations)
+    return {
+        "turns": turns,
+        "successes": sum(g["successes"] for g in groups),
+        "failures": sum(g["failures"] for g in groups),
+        "cost_usd": sum(g["cost_usd"] for g in groups),
+        "input_tokens": sum(g["input_tokens"] for g in groups),
+        "output_tokens": sum(g["output_tokens"] for g in groups),
+        "mean_duration_ms": sum(m * n for m, n in durations) / weight if weight else None,
+    }

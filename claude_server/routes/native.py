@@ -17,9 +17,10 @@ from pydantic import (
 )
 
 from claude_server import sse
-from claude_server.appkeys import BROKER
+from claude_server.appkeys import BROKER, SETTINGS
+from claude_server.auth import principal
 from claude_server.claude.command import PermissionMode, TurnOptions
-from claude_server.errors import ApiError
+from claude_server.errors import ApiError, PayloadTooLarge, TooManyRequests
 from claude_server.routes.common import read_json_object, validation_error
 from claude_server.turns import Status, Turn
 from claude_server.workspaces import check_name
@@ -148,12 +149,21 @@ def result_body(turn: Turn) -> dict[str, Any]:
 @routes.post("/api/claude")
 async def claude(request: web.Request) -> web.StreamResponse:
     req = parse_request(await read_json_object(request))
+    limit = request.app[SETTINGS].max_prompt_bytes
+    size = len(req.prompt.encode())
+    if size > limit:
+        raise PayloadTooLarge(
+            f"prompt is {size} bytes; at most {limit} (CLAUDE_SERVER_MAX_PROMPT_SIZE)",
+            code="prompt_too_large",
+            field="prompt",
+        )
     broker = request.app[BROKER]
     sub = await broker.start(
         req.turn_options(),
         detach=bool(req.detach),
         conversation_id=req.conversation_id,
         workspace_name=req.workspace,
+        principal=principal(request),
     )
     turn = sub.turn
     headers = {"X-Turn-Id": turn.id}
@@ -163,6 +173,8 @@ async def claude(request: web.Request) -> web.StreamResponse:
             if turn.result is not None and turn.stop_reason is None:
                 return web.json_response(result_body(turn), headers=headers)
             error = dict(turn.error or {"code": "internal", "message": "The turn ended without a result"})
+            if error["code"] == "queue_timeout":
+                raise TooManyRequests(error["message"], retry_after=error["retry_after"], code="queue_timeout")
             status = _FAILURE_STATUS.get(error["code"], 502)
             if turn.status == Status.CANCELLED:
                 status = 409

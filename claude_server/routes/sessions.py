@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from claude_server.appkeys import BROKER, SESSIONS, STORE
+from claude_server.auth import principal, wants_all
 from claude_server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
 from claude_server.routes.common import read_json_object, validation_error
 from claude_server.store import SessionRow, Store, TurnRow, decode_cursor, encode_cursor
@@ -48,9 +49,12 @@ def cursor_param(request: web.Request, arity: int) -> list[Any] | None:
     return values
 
 
-async def session_or_404(store: Store, session_id: str) -> SessionRow:
-    row = await store.get_session(session_id)
-    if row is None:
+async def session_or_404(request: web.Request, session_id: str | None = None) -> SessionRow:
+    """The session named in the path, if the request's key may see it; 404 otherwise (a
+    session of another key is "not found", never "forbidden")."""
+    session_id = session_id or request.match_info["session_id"]
+    row = await request.app[STORE].get_session(session_id)
+    if row is None or not principal(request).can_see(row.owner, wants_all(request)):
         raise NotFound(f"No session {session_id} (it may have been deleted)", code="session_not_found")
     return row
 
@@ -74,7 +78,10 @@ async def list_sessions(request: web.Request) -> web.Response:
         if query is not None and query != cursor_query:
             raise BadRequest("q differs from the cursor's filter", code="invalid_parameter", field="q")
         query, after = cursor_query, (last_used_at, session_id)
-    rows = await request.app[STORE].list_sessions(limit=limit + 1, after=after, query=query)
+    who = principal(request)
+    rows = await request.app[STORE].list_sessions(
+        limit=limit + 1, after=after, query=query, owner=who.key_id, all_owners=who.open or wants_all(request)
+    )
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -84,7 +91,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 @routes.get("/api/sessions/{session_id}")
 async def get_session(request: web.Request) -> web.Response:
-    row = await session_or_404(request.app[STORE], request.match_info["session_id"])
+    row = await session_or_404(request)
     return web.json_response(session_detail(request.app[BROKER], row))
 
 
@@ -98,7 +105,7 @@ class SessionPatch(BaseModel):
 @routes.patch("/api/sessions/{session_id}")
 async def patch_session(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    row = await session_or_404(store, request.match_info["session_id"])
+    row = await session_or_404(request)
     body = await read_json_object(request)
     try:
         patch = SessionPatch.model_validate(body)
@@ -120,13 +127,13 @@ async def patch_session(request: web.Request) -> web.Response:
             )
         changes["metadata"] = patch.metadata
     await store.update_session(row.session_id, changes)
-    updated = await session_or_404(store, row.session_id)
+    updated = await session_or_404(request, row.session_id)
     return web.json_response(session_detail(request.app[BROKER], updated))
 
 
 @routes.delete("/api/sessions/{session_id}")
 async def delete_session(request: web.Request) -> web.Response:
-    row = await session_or_404(request.app[STORE], request.match_info["session_id"])
+    row = await session_or_404(request)
     await request.app[SESSIONS].delete(row)
     return web.Response(status=204)
 
@@ -139,7 +146,7 @@ def event_objects(data: list[bytes]) -> list[Any]:
 async def session_messages(request: web.Request) -> web.Response:
     """The conversation as recorded: per turn, the prompt and every event, oldest first."""
     store, broker = request.app[STORE], request.app[BROKER]
-    row = await session_or_404(store, request.match_info["session_id"])
+    row = await session_or_404(request)
     limit = int_param(request, "limit", MESSAGES_LIMIT, 1, MESSAGES_LIMIT_MAX)
     cursor = cursor_param(request, 2)
     after = (cursor[0], cursor[1]) if cursor is not None else None
@@ -180,7 +187,7 @@ async def turn_events(store: Store, broker: Broker, t: TurnRow) -> list[Any]:
 @routes.post("/api/sessions/{session_id}/interrupt")
 async def interrupt_session(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
-    row = await session_or_404(request.app[STORE], request.match_info["session_id"])
+    row = await session_or_404(request)
     turn = broker.running_on(row.session_id)
     if turn is None:
         raise Conflict(f"No turn is running on session {row.session_id}", code="not_running")

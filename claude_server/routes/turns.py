@@ -6,6 +6,7 @@ from aiohttp import web
 
 from claude_server import sse
 from claude_server.appkeys import BROKER, STORE
+from claude_server.auth import principal, wants_all
 from claude_server.errors import BadRequest, Conflict, NotFound
 from claude_server.store import TurnRow
 from claude_server.turns import Event
@@ -16,9 +17,10 @@ REPLAY_PAGE = 1000
 
 
 async def turn_row_or_404(request: web.Request) -> TurnRow:
+    """The turn named in the path, if the request's key may see it; 404 otherwise."""
     turn_id = request.match_info["turn_id"]
     row = await request.app[STORE].get_turn(turn_id)
-    if row is None:
+    if row is None or not principal(request).can_see(row.owner, wants_all(request)):
         raise NotFound(f"No turn {turn_id}", code="turn_not_found")
     return row
 

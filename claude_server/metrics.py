@@ -1,0 +1,58 @@
+"""Prometheus metrics, in a registry of the app's own (so that several apps in one process,
+as in the tests, never share counters)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Claude Code turns take seconds to many minutes.
+DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+FIRST_EVENT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
+QUEUE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.turns_started = Counter("claude_server_turns_started", "Turns whose CLI was started", registry=r)
+        self.turns_finished = Counter(
+            "claude_server_turns_finished", "Turns that ended, by status", ["status"], registry=r
+        )
+        self.turn_duration = Histogram(
+            "claude_server_turn_duration_seconds", "From CLI start to its end", buckets=DURATION_BUCKETS, registry=r
+        )
+        self.first_event = Histogram(
+            "claude_server_time_to_first_event_seconds",
+            "From CLI start to its first line",
+            buckets=FIRST_EVENT_BUCKETS,
+            registry=r,
+        )
+        self.queue_length = Gauge("claude_server_queue_length", "Turns waiting for a slot", registry=r)
+        self.queue_wait = Histogram(
+            "claude_server_queue_wait_seconds", "Time turns waited for a slot", buckets=QUEUE_BUCKETS, registry=r
+        )
+        self.running = Gauge("claude_server_running_clis", "CLI processes running", registry=r)
+        self.cost = Counter("claude_server_cost_usd", "Cost reported by the CLI, by model", ["model"], registry=r)
+        self.tokens = Counter(
+            "claude_server_tokens", "Tokens reported by the CLI, by model and kind", ["model", "kind"], registry=r
+        )
+
+    def turn_ended(self, status: str, model: str | None, result: dict[str, Any] | None) -> None:
+        self.turns_finished.labels(status=status).inc()
+        if not result:
+            return
+        label = model or "unknown"
+        cost = result.get("total_cost_usd")
+        if isinstance(cost, float) and cost > 0:
+            self.cost.labels(model=label).inc(cost)
+        usage = result.get("usage") or {}
+        for kind in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
+            value = usage.get(kind)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                self.tokens.labels(model=label, kind=kind.removesuffix("_tokens")).inc(value)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
