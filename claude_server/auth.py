@@ -7,8 +7,9 @@ or revoked key counts at once. A key is sent as ``Authorization: Bearer <key>`` 
 compared in constant time, and table keys are found by their hash (an index lookup reveals
 nothing about a secret whose hash is unknown).
 
-With no key configured at all the server is open: every request acts as ``OPEN``, which
-sees everything.
+As long as no key was ever configured (none in the environment, none ever created) the
+server is open: every request acts as ``OPEN``, which sees everything. Revoking every key
+does not open it again.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class Authenticator:
         return f"op_{digest[:12]}"
 
     async def keys_configured(self) -> bool:
-        return bool(self._operators) or await self.keys.any_active()
+        return bool(self._operators) or await self.keys.any_key()
 
     def _budget(self, own: float | None) -> float | None:
         if own is not None:

@@ -48,13 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True, help="a unique name for the key")
     create.add_argument("--admin", action="store_true", help="an admin key (may see every key's sessions)")
     create.add_argument("--daily-budget-usd", type=float, default=None, help="this key's daily budget (UTC days)")
-    keys_sub.add_parser("list", help="list keys (never their secrets)")
+    listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key; its next request is refused")
     revoke.add_argument("key", help="the key's name or id")
-    # The key actions take only their own options (--daily-budget-usd is the key's own here);
-    # the database comes from `claude-server --db PATH keys ...` or CLAUDE_SERVER_DB.
     for p in (parser, serve, purge):
         config.add_arguments(p)
+    # The key actions take only --db of the server's settings (--daily-budget-usd is the key's own there).
+    for p in (keys, create, listing, revoke):
+        p.add_argument(
+            "--db", dest="db_path", default=argparse.SUPPRESS, help="the server's database (env CLAUDE_SERVER_DB)"
+        )
     return parser
 
 
@@ -70,7 +73,7 @@ def is_loopback(host: str) -> bool:
 def keys_in_database(path: str) -> bool:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            return conn.execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1").fetchone() is not None
+            return conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
     except sqlite3.Error:  # no database yet, or no keys table yet
         return False
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_server.claude.command import PERMISSION_MODES
+from claude_server.compat.models import DEFAULT_MODELS, parse_model_setting
 
 MIB = 1024 * 1024
 
@@ -78,6 +79,13 @@ def _permission_modes(text: str) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown permission mode(s) {', '.join(unknown)}; choose from {', '.join(PERMISSION_MODES)}")
     return modes
+
+
+def _system_prompt_mode(text: str) -> str:
+    mode = text.strip().lower()
+    if mode not in ("append", "replace"):
+        raise ValueError("use append (--append-system-prompt) or replace (--system-prompt)")
+    return mode
 
 
 def _port(text: str) -> int:
@@ -240,6 +248,31 @@ OPTIONS: tuple[Option, ...] = (
         _size,
         "largest prompt accepted (bytes, UTF-8; K/M/G suffixes allowed)",
     ),
+    Option(
+        "compat_models",
+        "--compat-models",
+        "CLAUDE_SERVER_COMPAT_MODELS",
+        DEFAULT_MODELS,
+        parse_model_setting,
+        "models of the OpenAI/Anthropic-compatible API as alias=cli_model, comma-separated "
+        "(an empty cli_model runs the CLI's default)",
+    ),
+    Option(
+        "compat_system_prompt_mode",
+        "--compat-system-prompt-mode",
+        "CLAUDE_SERVER_COMPAT_SYSTEM_PROMPT_MODE",
+        "append",
+        _system_prompt_mode,
+        "what a compatible request's system message does: append (to Claude Code's) or replace",
+    ),
+    Option(
+        "compat_tool_trace",
+        "--compat-tool-trace",
+        "CLAUDE_SERVER_COMPAT_TOOL_TRACE",
+        False,
+        _bool,
+        "show Claude Code's tool calls as short lines in compatible answers",
+    ),
     Option("log_format", "--log-format", "CLAUDE_SERVER_LOG_FORMAT", "text", str.lower, "text or json"),
     Option(
         "log_level",
@@ -279,6 +312,9 @@ class Settings:
     allow_skip_permissions: bool = True
     permission_modes: tuple[str, ...] = ()
     max_prompt_bytes: int = 4 * MIB
+    compat_models: tuple[str, ...] = DEFAULT_MODELS
+    compat_system_prompt_mode: str = "append"
+    compat_tool_trace: bool = False
     log_format: str = "text"
     log_level: str = "INFO"
     # The environment the CLI's own environment is filtered from (see claude.environment).

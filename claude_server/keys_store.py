@@ -89,8 +89,10 @@ class KeyStore:
             row = await cur.fetchone()
         return _key(row) if row else None
 
-    async def any_active(self) -> bool:
-        async with self.conn.execute("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1") as cur:
+    async def any_key(self) -> bool:
+        """Whether a key was ever created (revoked ones count: revoking the last key must not
+        open the server to everyone)."""
+        async with self.conn.execute("SELECT 1 FROM api_keys LIMIT 1") as cur:
             return await cur.fetchone() is not None
 
     async def list(self) -> list[KeyRow]:

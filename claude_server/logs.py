@@ -88,3 +88,5 @@ def setup(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(level)
+    # At DEBUG aiosqlite logs every statement with its parameters: whole events, whole prompts.
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLevelName(level)))

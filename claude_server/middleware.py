@@ -14,14 +14,19 @@ from aiohttp import web
 
 from claude_server.appkeys import AUTHENTICATOR, SETTINGS
 from claude_server.auth import PRINCIPAL, presented_secret
+from claude_server.compat.errors import api_for, error_body
 from claude_server.errors import ApiError
 from claude_server.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
 
 
-def error_response(err: ApiError) -> web.Response:
-    return web.json_response(err.body(), status=err.status, headers=err.headers)
+def error_response(err: ApiError, request: web.Request | None = None) -> web.Response:
+    """The error in the native shape; on the OpenAI/Anthropic-compatible routes in the shape of
+    the API the request speaks, so that its SDK raises the matching exception."""
+    api = api_for(request.path, request.headers) if request is not None else None
+    body = err.body() if api is None else error_body(api, err)
+    return web.json_response(body, status=err.status, headers=err.headers)
 
 
 # aiohttp raises these itself (routing, body size); they get our shape and a stable code.
@@ -40,7 +45,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as err:
-        return error_response(err)
+        return error_response(err, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -52,14 +57,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = f"No endpoint {request.method} {request.path}"
         elif exc.status == 413:
             message = exc.text or default
-        resp = error_response(ApiError(message, code=code, status=exc.status))
+        resp = error_response(ApiError(message, code=code, status=exc.status), request)
         for name in ("Allow", "Retry-After"):
             if name in exc.headers:
                 resp.headers[name] = exc.headers[name]
         return resp
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(ApiError("Internal server error", code="internal", status=500))
+        return error_response(ApiError("Internal server error", code="internal", status=500), request)
 
 
 # X-Request-Id: the client's own when it is a sane token, else a new one.

@@ -110,13 +110,10 @@ def start_server(root: Path, api: FakeAnthropic, cli: Path, extra_env: dict[str,
         **(extra_env or {}),
     }
     log = root / "server.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "claude_server"],
-        env=env,
-        cwd=root,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "claude_server"], env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT
+        )
     server = RunningServer(f"http://127.0.0.1:{port}", proc, root, log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -32,9 +32,11 @@ READ_CHUNK_BYTES = 1024 * 1024
 # The pipe reader pauses the child at twice this much unread output.
 PIPE_BUFFER_BYTES = 1024 * 1024
 STDERR_TAIL_BYTES = 8 * 1024
-# SIGTERM lets the CLI end its own tools (their results read "Exit code 137"); SIGKILL
-# would orphan them. This is how long it gets before everything of the turn is killed.
-TERM_GRACE_S = 1.0
+# SIGTERM lets the CLI end its own tools (their results read "Exit code 137") and write its
+# transcript; SIGKILL would orphan the tools. This is how long it gets before everything of
+# the turn is killed: the pinned CLI took 1.1-1.6 s to exit after SIGTERM with a tool
+# running, and a turn must be gone within 2 s of its client leaving.
+TERM_GRACE_S = 1.6
 # After the CLI exits, how long stdout may stay open (held by a stray child) before the
 # turn's leftover processes are killed so that it closes.
 EOF_GRACE_S = 1.0
