@@ -351,6 +351,8 @@ async def test_bad_fields_are_400_naming_the_field(
         ("not json", JSON, 400, "invalid_json"),
         ("[1, 2]", JSON, 400, "invalid_json"),
         (b"\xff\xfe", JSON, 400, "invalid_json"),
+        ('{"prompt": "a\\ud800b"}', JSON, 400, "invalid_json"),
+        ('{"prompt": "x", "metadata": {"k": "\\udfff"}}', JSON, 400, "invalid_json"),
         ('{"prompt": "x"}', {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
         ("prompt=x", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
     ],

@@ -26,6 +26,15 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         raise BadRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object", code="invalid_json")
+    try:
+        # JSON may escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8 text (a prompt
+        # on stdin, an argument, a database row) can hold.
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise BadRequest(
+            "The body holds a lone UTF-16 surrogate escape (such as \\ud800), which is not valid Unicode",
+            code="invalid_json",
+        ) from None
     return body
 
 

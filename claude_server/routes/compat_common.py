@@ -63,6 +63,23 @@ async def parse_body(request: web.Request, model: type[Body]) -> Body:
         raise validation_error(exc) from None
 
 
+# Values of the tool fields that ask for no tools at all.
+_NO_TOOLS: tuple[Any, ...] = (None, [], "none", {"type": "none"})
+
+
+def refuse_tools(**fields: Any) -> None:
+    """400 for client-defined tools (``tools``, ``tool_choice``, ``functions``, ...): Claude
+    Code runs its own tools and cannot hand a call back to the client."""
+    for name, value in fields.items():
+        if value not in _NO_TOOLS:
+            raise BadRequest(
+                f"{name} is not supported: Claude Code runs its own tools (Bash, Read, Edit, ...) in the "
+                "session's workspace and cannot call the client's; leave it out",
+                code="tools_not_supported",
+                field=name,
+            )
+
+
 def find_model(request: web.Request, name: str) -> Model:
     return ModelMap(request.app[SETTINGS].compat_models).get(name)
 
