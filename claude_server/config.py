@@ -273,6 +273,22 @@ OPTIONS: tuple[Option, ...] = (
         _bool,
         "show Claude Code's tool calls as short lines in compatible answers",
     ),
+    Option(
+        "session_retention_days",
+        "--session-retention-days",
+        "CLAUDE_SERVER_SESSION_RETENTION_DAYS",
+        30.0,
+        _non_negative_float,
+        "purge sessions unused for this many days (0 keeps them forever)",
+    ),
+    Option(
+        "max_upload_bytes",
+        "--max-upload-size",
+        "CLAUDE_SERVER_MAX_UPLOAD_SIZE",
+        100 * MIB,
+        _size,
+        "largest file accepted by the files API (bytes; K/M/G suffixes allowed)",
+    ),
     Option("log_format", "--log-format", "CLAUDE_SERVER_LOG_FORMAT", "text", str.lower, "text or json"),
     Option(
         "log_level",
@@ -377,7 +393,9 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
         except ValueError as exc:
             raise ConfigError(f"{source}={raw!r}: {exc}") from None
     if values.get("log_level", "INFO") not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"log level {values['log_level']!r}: use DEBUG, INFO, WARNING or ERROR")
+        raise ConfigError(
+            f"CLAUDE_SERVER_LOG_LEVEL / --log-level {values['log_level']!r}: use DEBUG, INFO, WARNING or ERROR"
+        )
     if values.get("log_format", "text") not in ("text", "json"):
-        raise ConfigError(f"log format {values['log_format']!r}: use text or json")
+        raise ConfigError(f"CLAUDE_SERVER_LOG_FORMAT / --log-format {values['log_format']!r}: use text or json")
     return Settings(environ=env, **values)

@@ -1,0 +1,87 @@
+"""Settings: every setting has a flag and a variable, the README documents each, and bad
+values are refused with the name of what was wrong."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from claude_server import config
+from claude_server.cli import build_parser
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_every_setting_has_one_option_with_the_same_default() -> None:
+    fields = {f.name: f.default for f in dataclasses.fields(config.Settings) if f.name != "environ"}
+    options = {o.name: o.default for o in config.OPTIONS}
+    assert fields == options
+
+
+def test_every_variable_is_in_the_readme() -> None:
+    text = README.read_text()
+    missing = [o.env for o in config.OPTIONS if o.env not in text]
+    assert missing == []
+
+
+def test_flag_beats_variable_beats_default() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    env = {"CLAUDE_SERVER_PORT": "4000", "CLAUDE_SERVER_HOST": "0.0.0.0"}
+    settings = config.load(parser.parse_args(["--port", "5000"]), env)
+    assert settings.port == 5000 and settings.host == "0.0.0.0" and settings.db_path == "./sessions.db"
+
+
+def test_values_are_parsed() -> None:
+    settings = config.load(
+        None,
+        {
+            "CLAUDE_SERVER_MAX_BODY_SIZE": "2M",
+            "CLAUDE_SERVER_CORS_ORIGINS": "http://a, http://b",
+            "CLAUDE_SERVER_ALLOW_SKIP_PERMISSIONS": "false",
+            "CLAUDE_SERVER_PERMISSION_MODES": "plan,default",
+            "CLAUDE_SERVER_SESSION_RETENTION_DAYS": "0",
+            "CLAUDE_SERVER_INSECURE_NO_AUTH": "yes",
+            "CLAUDE_SERVER_LOG_LEVEL": "debug",
+        },
+    )
+    assert settings.max_body_bytes == 2 * 1024 * 1024
+    assert settings.cors_origins == ("http://a", "http://b")
+    assert settings.allow_skip_permissions is False
+    assert settings.permission_modes == ("plan", "default")
+    assert settings.session_retention_days == 0
+    assert settings.insecure_no_auth is True
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CLAUDE_SERVER_PORT", "http"),
+        ("CLAUDE_SERVER_PORT", "70000"),
+        ("CLAUDE_SERVER_TURN_TIMEOUT", "0"),
+        ("CLAUDE_SERVER_MAX_BODY_SIZE", "lots"),
+        ("CLAUDE_SERVER_MAX_CONCURRENT", "0"),
+        ("CLAUDE_SERVER_PERMISSION_MODES", "yolo"),
+        ("CLAUDE_SERVER_ALLOW_SKIP_PERMISSIONS", "maybe"),
+        ("CLAUDE_SERVER_LOG_LEVEL", "loud"),
+        ("CLAUDE_SERVER_LOG_FORMAT", "xml"),
+        ("CLAUDE_SERVER_SESSION_RETENTION_DAYS", "-1"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(config.ConfigError, match=name):
+        config.load(None, {name: value})
+
+
+def test_the_insecure_switch_takes_no_value() -> None:
+    args = build_parser().parse_args(["--insecure-no-auth"])
+    assert config.load(args, {}).insecure_no_auth is True
+
+
+def test_subcommand_flags_do_not_reset_main_ones() -> None:
+    args = build_parser().parse_args(["--db", "/tmp/x.db", "purge", "--dry-run"])
+    assert config.load(args, {}).db_path == "/tmp/x.db"
