@@ -36,6 +36,9 @@ async def connect(path: Path | str) -> aiosqlite.Connection:
     # the last transactions, and it never corrupts the database.
     await conn.execute("PRAGMA synchronous=NORMAL")
     await conn.execute("PRAGMA foreign_keys=ON")
+    # The WAL file is truncated back to this size after a checkpoint, instead of staying as
+    # large as the largest burst of events ever made it.
+    await conn.execute("PRAGMA journal_size_limit=67108864")
     await conn.execute("PRAGMA busy_timeout=5000")
     return conn
 

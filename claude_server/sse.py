@@ -26,9 +26,19 @@ SSE_HEADERS = {
 
 
 def encode(turn_id: str, event: Event) -> bytes:
+    return encode_many(turn_id, [event])
+
+
+def encode_many(turn_id: str, events: list[Event]) -> bytes:
+    """SSE for a batch of events, built with one copy of each line (lines can be megabytes)."""
     # A JSON line holds no raw newline, so one data: field carries it whole.
-    head = f"event: {event.name}\n" if event.name else ""
-    return f"{head}id: {turn_id}:{event.seq}\ndata: ".encode() + event.data + b"\n\n"
+    prefix = f"id: {turn_id}:".encode()
+    parts: list[bytes] = []
+    for event in events:
+        if event.name:
+            parts.append(b"event: " + event.name.encode() + b"\n")
+        parts += (prefix, b"%d\ndata: " % event.seq, event.data, b"\n\n")
+    return b"".join(parts)
 
 
 def queued(position: int) -> bytes:
@@ -60,7 +70,7 @@ async def follow(resp: web.StreamResponse, sub: Subscription) -> None:
         if batch is None:
             return
         if batch:
-            await resp.write(b"".join(encode(turn.id, event) for event in batch))
+            await resp.write(encode_many(turn.id, batch))
             last_write = loop.time()
         elif loop.time() - last_write >= PING_INTERVAL_S:
             await resp.write(PING)

@@ -11,7 +11,7 @@ import base64
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -173,6 +173,33 @@ class StoredEvent:
     seq: int
     name: str | None
     data: bytes
+
+
+# Consecutive events of one turn share a row up to about this size.
+CHUNK_BYTES = 1024 * 1024
+_INSERT_CHUNK = "INSERT OR IGNORE INTO events (turn_id, first_seq, last_seq, names, data) VALUES (?, ?, ?, ?, ?)"
+
+
+def _chunks(rows: Sequence[tuple[str, int, str | None, bytes]]) -> list[tuple[str, int, int, str | None, bytes]]:
+    """Rows of the events table for (turn_id, seq, name, data) events given in order."""
+    out: list[tuple[str, int, int, str | None, bytes]] = []
+    i = 0
+    while i < len(rows):
+        turn_id, first = rows[i][0], rows[i][1]
+        lines: list[bytes] = []
+        names: dict[str, str] = {}
+        size = 0
+        j = i
+        # A chunk holds consecutive seqs of one turn only.
+        while j < len(rows) and rows[j][0] == turn_id and rows[j][1] == first + (j - i) and size < CHUNK_BYTES:
+            if rows[j][2]:
+                names[str(rows[j][1])] = str(rows[j][2])
+            lines.append(rows[j][3])
+            size += len(rows[j][3])
+            j += 1
+        out.append((turn_id, first, first + len(lines) - 1, json.dumps(names) if names else None, b"\n".join(lines)))
+        i = j
+    return out
 
 
 class ConversationTaken(Exception):
@@ -488,14 +515,12 @@ class Store:
                 rows = [_turn(row) for row in await cur.fetchall()]
             for row in rows:
                 async with self.conn.execute(
-                    "SELECT coalesce(max(seq), 0) FROM events WHERE turn_id = ?", (row.turn_id,)
+                    "SELECT coalesce(max(last_seq), 0) FROM events WHERE turn_id = ?", (row.turn_id,)
                 ) as cur:
                     found = await cur.fetchone()
                 seq = (found[0] if found else 0) + 1
-                await self.conn.execute(
-                    "INSERT INTO events (turn_id, seq, name, data) VALUES (?, ?, 'error', ?)",
-                    (row.turn_id, seq, json.dumps({"type": "error", **error}).encode()),
-                )
+                data = json.dumps({"type": "error", **error}).encode()
+                await self.conn.executemany(_INSERT_CHUNK, _chunks([(row.turn_id, seq, "error", data)]))
                 await self.conn.execute(
                     "UPDATE turns SET status = 'interrupted', finished_at = ?, error = ?, last_seq = ? "
                     "WHERE turn_id = ?",
@@ -504,21 +529,27 @@ class Store:
         return rows
 
     # ---- events ------------------------------------------------------------------------
-    async def insert_events(self, rows: Iterable[tuple[str, int, str | None, bytes]]) -> None:
-        """(turn_id, seq, name, data) rows, in one transaction."""
+    async def insert_events(self, rows: Sequence[tuple[str, int, str | None, bytes]]) -> None:
+        """(turn_id, seq, name, data) rows, in order, in one transaction."""
         async with self._transaction():
-            await self.conn.executemany(
-                "INSERT OR IGNORE INTO events (turn_id, seq, name, data) VALUES (?, ?, ?, ?)", rows
-            )
+            await self.conn.executemany(_INSERT_CHUNK, _chunks(rows))
 
     async def events(self, turn_id: str, *, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        """A turn's events after seq ``after``: at least ``limit`` of them when there are
+        that many (whole chunks are read, so a few more may come)."""
+        out: list[StoredEvent] = []
         async with self.conn.execute(
-            "SELECT seq, name, data FROM events WHERE turn_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (turn_id, after, limit),
+            "SELECT first_seq, names, data FROM events WHERE turn_id = ? AND last_seq > ? ORDER BY first_seq",
+            (turn_id, after),
         ) as cur:
-            rows = await cur.fetchall()
-        # Stored as BLOB; TEXT (a row written by hand) reads back as str.
-        return [StoredEvent(r[0], r[1], r[2].encode() if isinstance(r[2], str) else bytes(r[2])) for r in rows]
+            async for first, names, data in cur:
+                named = json.loads(names) if names else {}
+                for seq, line in enumerate(bytes(data).split(b"\n"), start=first):
+                    if seq > after:
+                        out.append(StoredEvent(seq, named.get(str(seq)), line))
+                if len(out) >= limit:
+                    break
+        return out
 
     # ---- exchanges of the OpenAI/Anthropic-compatible routes ------------------------------
     async def insert_compat_turn(

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from claude_server.admission import Admission, RateLimiter, Waiter
 from claude_server.claude import events
@@ -69,9 +69,9 @@ class Status:
     INTERRUPTED = "interrupted"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One entry of a turn's log: a CLI line byte for byte, or an event of the server's own."""
+class Event(NamedTuple):
+    """One entry of a turn's log: a CLI line byte for byte, or an event of the server's own.
+    (A tuple: a turn may log tens of thousands of them per second.)"""
 
     seq: int
     data: bytes
@@ -129,6 +129,7 @@ class Turn:
         self._on_orphaned = on_orphaned
         self._followers = 0
         self._changed = asyncio.Event()
+        self._armed = False  # a subscriber waits on _changed
         self._done = asyncio.Event()
 
     @property
@@ -146,8 +147,11 @@ class Turn:
         return event
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        # Only when someone waits: a flood appends thousands of lines between two wake-ups.
+        if self._armed:
+            self._armed = False
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
 
     def finish(self, status: str) -> None:
         self.status = status
@@ -219,6 +223,7 @@ class Subscription:
         if batch != []:
             return batch
         changed = self.turn._changed
+        self.turn._armed = True
         try:
             async with asyncio.timeout(timeout_s):
                 await changed.wait()
@@ -614,23 +619,24 @@ class Broker:
         watchdog = asyncio.create_task(self._watch(turn, proc))
         try:
             try:
-                async for line in proc.lines():
+                async for batch in proc.batches():
                     turn.last_activity = loop.time()
-                    obj = events.parse(line)
-                    if obj is None:
-                        if line.strip():
-                            log.info("turn %s: non-JSON line from the CLI: %.300r", turn.id, line)
-                        continue
-                    if turn.first_event_at is None:
-                        turn.first_event_at = turn.last_activity
-                        self.metrics.first_event.observe(turn.first_event_at - turn.started_at)
-                    kind = events.kind(obj)
-                    if kind == "system/init":
-                        await self._on_init(turn, obj)
-                    elif kind == "result":
-                        turn.result = events.result_summary(obj)
-                        turn.result_at = loop.time()
-                    self._append(turn, line, kind)
+                    for line in batch:
+                        classified = events.classify(line)
+                        if classified is None:
+                            if line.strip():
+                                log.info("turn %s: non-JSON line from the CLI: %.300r", turn.id, line)
+                            continue
+                        kind, obj = classified
+                        if turn.first_event_at is None:
+                            turn.first_event_at = turn.last_activity
+                            self.metrics.first_event.observe(turn.first_event_at - turn.started_at)
+                        if kind == "system/init" and obj is not None:
+                            await self._on_init(turn, obj)
+                        elif kind == "result" and obj is not None:
+                            turn.result = events.result_summary(obj)
+                            turn.result_at = loop.time()
+                        self._append(turn, line, kind)
             except LineTooLong as exc:
                 turn.stop("line_too_long", str(exc), Status.FAILED)
                 await proc.terminate()

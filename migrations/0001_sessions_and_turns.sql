@@ -41,11 +41,14 @@ CREATE INDEX turns_by_session ON turns (session_id, started_at);
 CREATE INDEX turns_by_status ON turns (status);
 
 -- Every event a turn streamed, in order: CLI lines byte for byte, and the server's own
--- events (name = 'error').
+-- events. Stored in chunks of consecutive events of one turn (one row per write batch, up
+-- to about 1 MiB): a row per event costs SQLite several times the CPU and disk of the
+-- events themselves when a turn floods thousands of lines per second (measured).
 CREATE TABLE events (
-    turn_id TEXT NOT NULL,
-    seq     INTEGER NOT NULL,
-    name    TEXT,
-    data    BLOB NOT NULL,
-    PRIMARY KEY (turn_id, seq)
-) WITHOUT ROWID;
+    turn_id   TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq  INTEGER NOT NULL,
+    names     TEXT,            -- JSON {"<seq>": "<name>"} for the server's own events (error)
+    data      BLOB NOT NULL,   -- the events' lines joined by "\n" (a JSON line holds no raw newline)
+    PRIMARY KEY (turn_id, first_seq)
+);

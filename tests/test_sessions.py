@@ -414,7 +414,9 @@ async def test_restart_marks_running_turns_interrupted_and_kills_their_processes
             "started_at) VALUES (?, ?, ?, 'running', 'p', '{}', '/nowhere', '2026-01-01T00:00:00.000Z')",
             (turn_id, sid, sid),
         )
-        conn.execute("INSERT INTO events (turn_id, seq, name, data) VALUES (?, 1, NULL, ?)", (turn_id, b'{"type":"x"}'))
+        conn.execute(
+            "INSERT INTO events (turn_id, first_seq, last_seq, data) VALUES (?, 1, 1, ?)", (turn_id, b'{"type":"x"}')
+        )
     leftover = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"],
         env={"PATH": "/usr/bin:/bin", "CLAUDE_SERVER_TURN_ID": turn_id},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -35,8 +36,10 @@ STDERR_TAIL_BYTES = 8 * 1024
 # SIGTERM lets the CLI end its own tools (their results read "Exit code 137") and write its
 # transcript; SIGKILL would orphan the tools. This is how long it gets before everything of
 # the turn is killed: the pinned CLI took 1.1-1.6 s to exit after SIGTERM with a tool
-# running, and a turn must be gone within 2 s of its client leaving.
-TERM_GRACE_S = 1.6
+# running, and a turn must be gone within 2 s of its client leaving. A CLI killed after this
+# loses nothing already streamed (its transcript is written as it goes), and the tools it
+# orphans are found by their marker.
+TERM_GRACE_S = 1.5
 # After the CLI exits, how long stdout may stay open (held by a stray child) before the
 # turn's leftover processes are killed so that it closes.
 EOF_GRACE_S = 1.0
@@ -167,6 +170,7 @@ class CliProcess:
             limit=PIPE_BUFFER_BYTES,
         )
         self = cls(proc, turn_id)
+        self._widen_stdout_pipe()
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         self._tasks = [
             asyncio.create_task(self._feed(stdin_data)),
@@ -174,6 +178,15 @@ class CliProcess:
             asyncio.create_task(self._watch_exit()),
         ]
         return self
+
+    def _widen_stdout_pipe(self) -> None:
+        # A pipe holds 64 KiB by default: a CLI printing megabytes would wake the reader
+        # every 64 KiB. Linux lets a pipe grow to /proc/sys/fs/pipe-max-size (1 MiB).
+        transport = getattr(self.proc.stdout, "_transport", None)
+        pipe = transport.get_extra_info("pipe") if transport is not None else None
+        if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BUFFER_BYTES)
 
     async def _feed(self, data: bytes) -> None:
         # Close stdin after the prompt: with it left open the CLI waits for more input.
@@ -215,29 +228,35 @@ class CliProcess:
     def stderr_tail(self) -> str:
         return b"".join(self._stderr)[-STDERR_TAIL_BYTES:].decode(errors="replace")
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """stdout, one line at a time without its newline, of any length up to MAX_LINE_BYTES."""
+    async def batches(self) -> AsyncIterator[list[bytes]]:
+        """stdout as lists of whole lines (each without its newline, of any length up to
+        MAX_LINE_BYTES): all the lines that one read completed, so a flood costs one wake-up
+        per read rather than per line."""
         stdout = self.proc.stdout
         assert stdout is not None
         pending = bytearray()
         while chunk := await stdout.read(READ_CHUNK_BYTES):
-            start = 0
-            while (nl := chunk.find(b"\n", start)) >= 0:
+            lines = chunk.split(b"\n")
+            if len(lines) == 1:
+                pending += chunk
+            else:
                 if pending:
-                    pending += chunk[start:nl]
-                    line = bytes(pending)
+                    pending += lines[0]
+                    lines[0] = bytes(pending)
                     pending.clear()
-                else:
-                    line = chunk[start:nl]
-                start = nl + 1
-                yield line
-            if start < len(chunk):
-                pending += chunk[start:]
-                if len(pending) > MAX_LINE_BYTES:
-                    raise LineTooLong(f"the CLI printed a line longer than {MAX_LINE_BYTES} bytes")
+                pending += lines.pop()
+                yield lines
+            if len(pending) > MAX_LINE_BYTES:
+                raise LineTooLong(f"the CLI printed a line longer than {MAX_LINE_BYTES} bytes")
         self._eof = True
         if pending:
-            yield bytes(pending)
+            yield [bytes(pending)]
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """stdout one line at a time (see ``batches``)."""
+        async for batch in self.batches():
+            for line in batch:
+                yield line
 
     async def wait(self) -> int:
         """The exit code, as soon as the CLI has exited.

@@ -87,7 +87,7 @@ async def turn_events(request: web.Request) -> web.StreamResponse:
     resp = await sse.open_stream(request, headers)
     try:
         while batch := await store.events(row.turn_id, after=after, limit=REPLAY_PAGE):
-            await resp.write(b"".join(sse.encode(row.turn_id, Event(e.seq, e.data, "", e.name)) for e in batch))
+            await resp.write(sse.encode_many(row.turn_id, [Event(e.seq, e.data, "", e.name) for e in batch]))
             after = batch[-1].seq
         await resp.write_eof()
     except ConnectionResetError:
