@@ -13,10 +13,6 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class QueueFull(Exception):
-    pass
-
-
 @dataclass(eq=False)
 class Waiter(Generic[T]):
     item: T
@@ -40,6 +36,11 @@ class Admission(Generic[T]):
     def queued(self) -> int:
         return len(self._queue)
 
+    @property
+    def full(self) -> bool:
+        """No free slot and no room left in the queue."""
+        return self.running >= self.slots and len(self._queue) >= self.max_queue
+
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody waits for it."""
         if self.running < self.slots and not self._queue:
@@ -48,8 +49,7 @@ class Admission(Generic[T]):
         return False
 
     def enqueue(self, item: T) -> Waiter[T]:
-        if len(self._queue) >= self.max_queue:
-            raise QueueFull
+        """A place at the end of the queue (check ``full`` first)."""
         waiter = Waiter(item)
         self._queue.append(waiter)
         self._on_position(item, len(self._queue))

@@ -25,10 +25,6 @@ SSE_HEADERS = {
 }
 
 
-def encode(turn_id: str, event: Event) -> bytes:
-    return encode_many(turn_id, [event])
-
-
 def encode_many(turn_id: str, events: list[Event]) -> bytes:
     """SSE for a batch of events, built with one copy of each line (lines can be megabytes)."""
     # A JSON line holds no raw newline, so one data: field carries it whole.

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -230,11 +230,6 @@ class Subscription:
         except TimeoutError:
             return []
         return self._take()
-
-    async def __aiter__(self) -> AsyncIterator[Event]:
-        while (batch := await self.next_batch()) is not None:
-            for event in batch:
-                yield event
 
     def close(self) -> None:
         if self._closed:
@@ -494,7 +489,7 @@ class Broker:
                 code="rate_limited",
             )
         admitted = self.admission.try_acquire()
-        if not admitted and self.admission.queued >= self.admission.max_queue:
+        if not admitted and self.admission.full:
             raise TooManyRequests(
                 f"All {self.admission.slots} slots are busy and the queue is full "
                 f"({self.admission.max_queue} waiting); retry later",
