@@ -26,9 +26,10 @@ test: setup
 	$(PY) -m pytest $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff format --check claude_server tests bench
-	$(VENV)/bin/ruff check claude_server tests bench
+	$(VENV)/bin/ruff format --check claude_server tests bench open_webui
+	$(VENV)/bin/ruff check claude_server tests bench open_webui
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict open_webui/claude_code.py
 
 bench: setup
 	$(PY) bench/latency.py

@@ -87,6 +87,7 @@ class SessionRow:
             "total_cost_usd": self.total_cost_usd,
             "last_turn_status": self.last_turn_status,
             "workspace": self.workspace_name,
+            "conversation_id": self.conversation_id,
         }
 
     def detail(self) -> dict[str, Any]:
@@ -94,7 +95,6 @@ class SessionRow:
             **self.summary(),
             "workspace_path": self.workspace_path,
             "forked_from": self.forked_from,
-            "conversation_id": self.conversation_id,
             "metadata": self.metadata if self.metadata is not None else {},
         }
 
@@ -301,6 +301,7 @@ class Store:
         limit: int,
         after: tuple[str, str] | None = None,
         query: str | None = None,
+        conversation_id: str | None = None,
         owner: str | None = None,
         all_owners: bool = False,
     ) -> list[SessionRow]:
@@ -308,6 +309,9 @@ class Store:
         previous page's last item; ``query`` matches title or first prompt, any case; only
         ``owner``'s sessions unless ``all_owners``."""
         where, params = [], []
+        if conversation_id is not None:
+            where.append("s.conversation_id = ?")
+            params.append(conversation_id)
         if not all_owners:
             where.append("COALESCE(s.owner, '') = ?")
             params.append(owner or "")

@@ -67,6 +67,7 @@ async def test_list_is_newest_first_with_cursor_pages(client: TestClient) -> Non
         "total_cost_usd",
         "last_turn_status",
         "workspace",
+        "conversation_id",
     }
     assert item["title"] == "prompt number 4"
     assert item["turn_count"] == 1 and item["total_cost_usd"] == 0.001
@@ -342,6 +343,8 @@ async def test_conversation_id_binds_and_resumes(client: TestClient) -> None:
     assert session_of(second) == sid and texts(second) == ["fake answer 2: two"]
     got = await (await client.get(f"/api/sessions/{sid}")).json()
     assert got["conversation_id"] == "chat-42"
+    found = await (await client.get("/api/sessions", params={"conversation_id": "chat-42"})).json()
+    assert [s["session_id"] for s in found["sessions"]] == [sid]
     other = await new_session(client, "unrelated", conversation_id="chat-43")
     assert other != sid
     bad = await post(client, {"prompt": "x", "conversation_id": "chat-42", "session_id": other})

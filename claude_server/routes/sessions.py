@@ -80,7 +80,12 @@ async def list_sessions(request: web.Request) -> web.Response:
         query, after = cursor_query, (last_used_at, session_id)
     who = principal(request)
     rows = await request.app[STORE].list_sessions(
-        limit=limit + 1, after=after, query=query, owner=who.key_id, all_owners=who.open or wants_all(request)
+        limit=limit + 1,
+        after=after,
+        query=query,
+        conversation_id=request.query.get("conversation_id"),
+        owner=who.key_id,
+        all_owners=who.open or wants_all(request),
     )
     next_cursor = None
     if len(rows) > limit:
