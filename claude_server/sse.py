@@ -41,9 +41,16 @@ def queued(position: int) -> bytes:
     return b"event: queued\ndata: " + json.dumps({"type": "queued", "position": position}).encode() + b"\n\n"
 
 
+# How much the server may write ahead of a slow reader before it waits (the default is
+# 64 KiB, which makes a flood wait on the client every few lines).
+WRITE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
 async def open_stream(request: web.Request, headers: dict[str, str] | None = None) -> web.StreamResponse:
     resp = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
     await resp.prepare(request)
+    if request.transport is not None:
+        request.transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
     return resp
 
 

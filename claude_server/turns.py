@@ -50,7 +50,7 @@ POST_RESULT_GRACE_S = 10.0
 # The watchdog looks at the deadlines at least this often.
 WATCHDOG_TICK_S = 1.0
 # A subscriber takes at most this much of the log at once (one write to the client).
-BATCH_BYTES = 256 * 1024
+BATCH_BYTES = 1024 * 1024
 # Events reach SQLite in batches: at most this long after they were streamed.
 FLUSH_INTERVAL_S = 0.05
 
