@@ -11,10 +11,12 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from claude_server.claude.command import PERMISSION_MODES
 from claude_server.compat.models import DEFAULT_MODELS, parse_model_setting
+
+T = TypeVar("T", int, float)
 
 MIB = 1024 * 1024
 
@@ -36,18 +38,22 @@ class Option:
     switch: bool = False  # a flag without a value (--insecure-no-auth); its variable takes true/false
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
+def _at_least(convert: Callable[[str], T], zero_ok: bool) -> Callable[[str], T]:
+    """A parser for numbers above 0 (or from 0 when ``zero_ok``)."""
+
+    def parse(text: str) -> T:
+        value = convert(text)
+        if value < 0 or (value == 0 and not zero_ok):
+            raise ValueError("must be 0 or more" if zero_ok else "must be greater than 0")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
+_positive_float = _at_least(float, zero_ok=False)
+_non_negative_float = _at_least(float, zero_ok=True)
+_positive_int = _at_least(int, zero_ok=False)
+_non_negative_int = _at_least(int, zero_ok=True)
 
 
 def _bool(text: str) -> bool:
@@ -57,20 +63,6 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ValueError("use true or false")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
 
 
 def _permission_modes(text: str) -> tuple[str, ...]:
@@ -124,6 +116,15 @@ OPTIONS: tuple[Option, ...] = (
         "./workspace",
         str,
         "directory that holds the session workspaces",
+    ),
+    Option(
+        "config_dir",
+        "--claude-config-dir",
+        "CLAUDE_SERVER_CLAUDE_CONFIG_DIR",
+        "",
+        str,
+        "Claude configuration directory the server manages and starts the CLI with "
+        "(default: the CLI's own, $CLAUDE_CONFIG_DIR or $HOME/.claude)",
     ),
     Option(
         "claude_bin",
@@ -309,6 +310,7 @@ class Settings:
     port: int = 3000
     db_path: str = "./sessions.db"
     workspace_root: str = "./workspace"
+    config_dir: str = ""
     claude_bin: str = "claude"
     turn_timeout_s: float = 3600.0
     inactivity_timeout_s: float = 600.0
@@ -336,6 +338,14 @@ class Settings:
     # The environment the CLI's own environment is filtered from (see claude.environment).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        if self.config_dir:
+            # Every CLI process (turns and the version probe) gets its environment filtered
+            # from ``environ``, so setting the variable here is what points them all at the
+            # managed directory. Absolute: the CLI runs in the session's workspace.
+            managed = str(Path(self.config_dir).expanduser().resolve())
+            object.__setattr__(self, "environ", {**self.environ, "CLAUDE_CONFIG_DIR": managed})
+
     @property
     def workspace_root_path(self) -> Path:
         return Path(self.workspace_root).resolve()
@@ -346,7 +356,8 @@ class Settings:
 
     @property
     def claude_config_dir(self) -> Path:
-        """Where the CLI keeps its configuration and transcripts (``projects/``)."""
+        """Where the CLI keeps its configuration and transcripts (``projects/``): the managed
+        directory when one is set (``__post_init__`` put it in ``environ``), else the CLI's own."""
         configured = self.environ.get("CLAUDE_CONFIG_DIR")
         if configured:
             return Path(configured)

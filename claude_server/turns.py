@@ -406,11 +406,11 @@ class Broker:
                     field="fork_session",
                 )
             return options, None
-        for name in ("system_prompt", "append_system_prompt"):
+        for name in ("system_prompt", "append_system_prompt", "agent"):
             if getattr(options, name) is not None:
                 raise BadRequest(
-                    f"{name} cannot be given when resuming a session: the system prompt is fixed when a "
-                    "session is created and Claude Code ignores it on a resumed turn",
+                    f"{name} cannot be given when resuming a session: the system prompt (an agent's "
+                    "included) is fixed when a session is created and Claude Code ignores it on a resumed turn",
                     code="invalid_field",
                     field=name,
                 )

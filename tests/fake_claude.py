@@ -25,9 +25,18 @@ Directives anywhere in the prompt change what it does (all can be combined):
 ``@unknown``          a line of a type no CLI has printed yet, before the answer
 ``@as-root``          behave as when run as root (refuse --dangerously-skip-permissions
                       unless IS_SANDBOX=1), whoever runs it
+``@partial``         with --include-partial-messages, stream each answer as the real CLI
+                      does: ``stream_event`` lines (message_start, content_block_start,
+                      8-character text deltas, ...) around the full ``assistant`` line,
+                      which then carries the API message id (order as recorded in
+                      reference/stream-json/05-partial-messages.jsonl)
 
 The init line also carries ``fake_argv`` and ``fake_env`` (the environment's names) so
 tests can see exactly how the server started it.
+
+As the real CLI does: ``--agent=<name>`` of neither a built-in agent nor a file
+``<config dir>/agents/<name>.md`` prints "not found" and exits 1; each ``--mcp-config=<file>``
+is read (a missing file exits 1) and its servers are listed in the init line's ``mcp_servers``.
 """
 
 from __future__ import annotations
@@ -71,6 +80,29 @@ def transcript_dir(cwd: str) -> Path:
     return home / "projects" / re.sub(r"[^A-Za-z0-9]", "-", cwd)
 
 
+BUILTIN_AGENTS = ("claude", "Explore", "general-purpose", "Plan", "statusline-setup")
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path(os.environ["HOME"]) / ".claude")
+
+
+def mcp_servers(argv: list[str]) -> list[dict] | None:
+    """The servers of every --mcp-config file (None without any); exits 1 as the CLI does."""
+    files = [a.split("=", 1)[1] for a in argv if a.startswith("--mcp-config=")]
+    if not files:
+        return None
+    servers = []
+    for name in files:
+        try:
+            config = json.loads(Path(name).read_text())
+        except FileNotFoundError:
+            print(f"Error: Invalid MCP configuration:\nMCP config file not found: {name}", file=sys.stderr)
+            sys.exit(1)
+        servers += [{"name": n, "status": "connected", "source": "dynamic"} for n in config["mcpServers"]]
+    return servers
+
+
 def find_transcript(session_id: str) -> Path | None:
     home = Path(os.environ.get("CLAUDE_CONFIG_DIR") or Path(os.environ["HOME"]) / ".claude")
     for path in (home / "projects").glob(f"*/{session_id}.jsonl"):
@@ -108,6 +140,12 @@ def main() -> int:
         print("fatal: the fake CLI died before init", file=sys.stderr)
         return 2
 
+    agent = flag_value(argv, "--agent")
+    if agent is not None and agent not in BUILTIN_AGENTS and not (config_dir() / "agents" / f"{agent}.md").is_file():
+        print(f"--agent '{agent}' not found.", file=sys.stderr)
+        return 1
+    servers = mcp_servers(argv)
+
     cwd = os.getcwd()
     resume = flag_value(argv, "--resume")
     history: list[str] = []
@@ -126,33 +164,47 @@ def main() -> int:
     tdir = transcript_dir(cwd)
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / f"{session_id}.jsonl").write_text("\n".join(history) + "\n")
-    out(
-        {
-            "type": "system",
-            "subtype": "init",
-            "cwd": cwd,
-            "session_id": session_id,
-            "tools": ["Bash", "Edit", "Read"],
-            "model": flag_value(argv, "--model") or "fake-model",
-            "permissionMode": flag_value(argv, "--permission-mode") or "default",
-            "claude_code_version": VERSION.split()[0],
-            "fake_argv": argv,
-            "fake_env": sorted(os.environ),
-        }
-    )
+    init = {
+        "type": "system",
+        "subtype": "init",
+        "cwd": cwd,
+        "session_id": session_id,
+        "tools": ["Bash", "Edit", "Read"],
+        "model": flag_value(argv, "--model") or "fake-model",
+        "permissionMode": flag_value(argv, "--permission-mode") or "default",
+        "claude_code_version": VERSION.split()[0],
+        "fake_argv": argv,
+        "fake_env": sorted(os.environ),
+    }
+    if servers is not None:
+        init["mcp_servers"] = servers
+    out(init)
 
     code = directive(prompt, "exit")
     if code is not None:
         return int(code)
 
+    partial = directive(prompt, "partial") is not None and "--include-partial-messages" in argv
+
+    def stream_event(event: dict) -> None:
+        out({"type": "stream_event", "event": event, "session_id": session_id, "parent_tool_use_id": None})
+
     def assistant(text: str) -> None:
-        out(
-            {
-                "type": "assistant",
-                "message": {"role": "assistant", "content": [{"type": "text", "text": text}]},
-                "session_id": session_id,
-            }
-        )
+        message: dict = {"role": "assistant", "content": [{"type": "text", "text": text}]}
+        if partial:
+            message = {"id": f"msg_{uuid.uuid4().hex[:20]}", "type": "message", **message}
+            start = {**message, "content": [], "usage": {"input_tokens": 10, "output_tokens": 1}}
+            stream_event({"type": "message_start", "message": start})
+            stream_event({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+            for i in range(0, len(text), 8):
+                delta = {"type": "text_delta", "text": text[i : i + 8]}
+                stream_event({"type": "content_block_delta", "index": 0, "delta": delta})
+        out({"type": "assistant", "message": message, "session_id": session_id})
+        if partial:
+            stream_event({"type": "content_block_stop", "index": 0})
+            delta = {"stop_reason": "end_turn", "stop_sequence": None}
+            stream_event({"type": "message_delta", "delta": delta, "usage": {"output_tokens": 12}})
+            stream_event({"type": "message_stop"})
 
     if directive(prompt, "grandchild") is not None:
         child = subprocess.Popen(

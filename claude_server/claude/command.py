@@ -61,6 +61,9 @@ class TurnOptions:
     fork_session: bool = False
     include_partial_messages: bool = False
     max_budget_usd: float | None = None
+    agent: str | None = None
+    # MCP config files (``{"mcpServers": {...}}``), one per configured server the turn enables.
+    mcp_config: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         """The options as recorded with the turn (without the prompt, stored on its own)."""
@@ -92,6 +95,11 @@ def build_argv(claude_bin: str, opts: TurnOptions) -> list[str]:
         argv.append(f"--system-prompt={opts.system_prompt}")
     if opts.append_system_prompt is not None:
         argv.append(f"--append-system-prompt={opts.append_system_prompt}")
+    if opts.agent is not None:
+        argv.append(f"--agent={opts.agent}")
+    # --mcp-config is variadic; repeating it with '=' adds each file (seen on the pinned CLI)
+    # without a bare path ever standing where the CLI might read an argument.
+    argv.extend(f"--mcp-config={path}" for path in opts.mcp_config)
     if opts.allowed_tools:
         # The CLI reads a comma- or space-separated list.
         argv.append("--allowedTools=" + ",".join(opts.allowed_tools))

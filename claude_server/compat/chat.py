@@ -30,6 +30,7 @@ from claude_server.compat.content import AnswerReader, Outcome
 from claude_server.compat.conversation import Conversation, context_prompt, history_key, recorded_key
 from claude_server.compat.models import Model
 from claude_server.config import Settings
+from claude_server.config_files import TurnChoice
 from claude_server.errors import ApiError, BadRequest, Conflict, PayloadTooLarge
 from claude_server.principal import OPEN, Principal
 from claude_server.store import Store
@@ -52,6 +53,7 @@ class ChatRequest:
     model: Model
     session_id: str | None = None  # X-Claude-Session-Id
     conversation_id: str | None = None  # X-Conversation-Id
+    config: TurnChoice = TurnChoice()  # X-Claude-Agent, X-Claude-Mcp-Servers
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def turn_options(req: ChatRequest, placement: Placement, settings: Settings) -> 
             field="messages",
         )
     replace = settings.compat_system_prompt_mode == "replace"
-    return TurnOptions(
+    options = TurnOptions(
         prompt=prompt,
         session_id=placement.session_id,
         model=req.model.cli_model,
@@ -114,13 +116,17 @@ def turn_options(req: ChatRequest, placement: Placement, settings: Settings) -> 
         append_system_prompt=None if replace else system,
         include_partial_messages=True,
     )
+    # Like the system message, an agent only counts when the session is created.
+    return req.config.apply(options, agent=placement.session_id is None)
 
 
 class ChatTurn:
     """A started turn, read as text. Use it as ``async with``: leaving closes the subscription,
     which cancels the turn if it is still running (the client went away)."""
 
-    def __init__(self, sub: Subscription, req: ChatRequest, placement: Placement, store: Store, *, tool_trace: bool):
+    def __init__(
+        self, sub: Subscription, req: ChatRequest, placement: Placement, store: Store, *, tool_trace: bool
+    ) -> None:
         self._sub = sub
         self.turn = sub.turn
         self._req = req

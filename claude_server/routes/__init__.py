@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from claude_server.routes import compat_anthropic, compat_openai, files, health, native, sessions, turns
+from claude_server.routes import (
+    compat_anthropic,
+    compat_openai,
+    config_files,
+    files,
+    health,
+    native,
+    sessions,
+    turns,
+)
 
 
 def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
     """Add every route; returns them so that CORS can be set up on each."""
     routes: list[web.AbstractRoute] = []
-    for module in (health, native, sessions, turns, files, compat_openai, compat_anthropic):
+    for module in (health, native, sessions, turns, files, config_files, compat_openai, compat_anthropic):
         routes.extend(app.router.add_routes(module.routes))
     return routes

@@ -14,12 +14,13 @@ from pydantic import BaseModel, ValidationError
 from claude_server import sse
 from claude_server.appkeys import BROKER, SETTINGS, STORE
 from claude_server.auth import principal
-from claude_server.compat.chat import ChatRequest, start_chat
+from claude_server.compat.chat import ChatRequest, ChatTurn, start_chat
 from claude_server.compat.content import Outcome
 from claude_server.compat.conversation import Conversation
 from claude_server.compat.models import Model, ModelMap
 from claude_server.errors import ApiError, BadRequest
 from claude_server.routes.common import read_json_object, validation_error
+from claude_server.routes.config_files import header_choice
 
 SESSION_HEADER = "X-Claude-Session-Id"
 CONVERSATION_HEADER = "X-Conversation-Id"
@@ -85,7 +86,7 @@ def find_model(request: web.Request, name: str) -> Model:
 
 
 def chat_request(request: web.Request, conversation: Conversation, model: Model) -> ChatRequest:
-    """A ``ChatRequest`` with the session headers of the request."""
+    """A ``ChatRequest`` with the session and configuration headers of the request."""
     ids: dict[str, str | None] = {}
     for header in (SESSION_HEADER, CONVERSATION_HEADER):
         value = request.headers.get(header, "").strip() or None
@@ -96,7 +97,7 @@ def chat_request(request: web.Request, conversation: Conversation, model: Model)
                 field=header,
             )
         ids[header] = value
-    return ChatRequest(conversation, model, ids[SESSION_HEADER], ids[CONVERSATION_HEADER])
+    return ChatRequest(conversation, model, ids[SESSION_HEADER], ids[CONVERSATION_HEADER], header_choice(request))
 
 
 async def answer(
@@ -107,25 +108,44 @@ async def answer(
     app = request.app
     chat = await start_chat(app[BROKER], app[STORE], app[SETTINGS], req, principal(request))
     async with chat:
-        await chat.started()
+        try:
+            await chat.started()
+        except ApiError as err:
+            _tagged(err, chat)
+            raise
         headers = {"X-Turn-Id": chat.turn.id, SESSION_HEADER: chat.session_id}
         render = renderer(chat.turn.id)
-        if not stream:
-            async for _ in chat.texts(sse.PING_INTERVAL_S):
-                pass
-            outcome = await chat.finish()
-            if outcome.error is not None:
-                outcome.error.headers.setdefault("X-Turn-Id", chat.turn.id)
-                raise outcome.error
-            return web.json_response(render.body(outcome), headers=headers)
-        resp = await sse.open_stream(request, headers)
-        try:
-            await resp.write(render.start())
-            async for texts in chat.texts(sse.PING_INTERVAL_S):
-                await resp.write(render.texts(texts) if texts else render.ping())
-            outcome = await chat.finish()
-            await resp.write(render.error(outcome.error) if outcome.error else render.end(outcome))
-            await resp.write_eof()
-        except ConnectionResetError:
-            pass  # the client left; leaving `async with chat` ends the turn
-        return resp
+        if stream:
+            return await _stream(request, chat, render, headers)
+        return await _whole(chat, render, headers)
+
+
+def _tagged(err: ApiError, chat: ChatTurn) -> ApiError:
+    """The error, naming the turn (for /api/turns/{id}) in its headers."""
+    err.headers.setdefault("X-Turn-Id", chat.turn.id)
+    return err
+
+
+async def _whole(chat: ChatTurn, render: Renderer, headers: dict[str, str]) -> web.Response:
+    async for _ in chat.texts(sse.PING_INTERVAL_S):
+        pass
+    outcome = await chat.finish()
+    if outcome.error is not None:
+        raise _tagged(outcome.error, chat)
+    return web.json_response(render.body(outcome), headers=headers)
+
+
+async def _stream(
+    request: web.Request, chat: ChatTurn, render: Renderer, headers: dict[str, str]
+) -> web.StreamResponse:
+    resp = await sse.open_stream(request, headers)
+    try:
+        await resp.write(render.start())
+        async for texts in chat.texts(sse.PING_INTERVAL_S):
+            await resp.write(render.texts(texts) if texts else render.ping())
+        outcome = await chat.finish()
+        await resp.write(render.error(outcome.error) if outcome.error else render.end(outcome))
+        await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client left; leaving `async with chat` ends the turn
+    return resp

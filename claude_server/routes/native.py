@@ -22,6 +22,7 @@ from claude_server.auth import principal
 from claude_server.claude.command import PermissionMode, TurnOptions
 from claude_server.errors import ApiError, PayloadTooLarge, TooManyRequests
 from claude_server.routes.common import read_json_object, validation_error
+from claude_server.routes.config_files import choose_config
 from claude_server.turns import Status, Turn
 from claude_server.workspaces import check_name
 
@@ -91,6 +92,9 @@ class ClaudeRequest(BaseModel):
     detach: bool | None = None
     conversation_id: Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_no_nul)] | None = None
     workspace: Annotated[str, AfterValidator(check_name)] | None = None
+    # Checked against the configuration by the handler (config_files.choose).
+    agent: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    mcp_servers: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=64)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ClaudeRequest:
@@ -157,9 +161,10 @@ async def claude(request: web.Request) -> web.StreamResponse:
             code="prompt_too_large",
             field="prompt",
         )
+    choice = choose_config(request, req.agent, req.mcp_servers or ())
     broker = request.app[BROKER]
     sub = await broker.start(
-        req.turn_options(),
+        choice.apply(req.turn_options()),
         detach=bool(req.detach),
         conversation_id=req.conversation_id,
         workspace_name=req.workspace,
