@@ -40,7 +40,7 @@ from claude_server.errors import (
 from claude_server.metrics import Metrics
 from claude_server.principal import OPEN, Principal
 from claude_server.store import ConversationTaken, SessionRow, Store, now_iso
-from claude_server.workspaces import Workspaces
+from claude_server.workspaces import WorkspaceError, Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -500,7 +500,11 @@ class Broker:
         if session is not None:
             workspace, created = self.workspaces.ensure(Path(session.workspace_path)), False
         elif workspace_name is not None:
-            workspace, created = self.workspaces.named(workspace_name)
+            try:
+                workspace, created = self.workspaces.named(workspace_name)
+            except WorkspaceError as exc:
+                self._undo_admission(admitted)
+                raise Conflict(str(exc), code="workspace_unavailable", field="workspace") from None
         else:
             workspace, created = self.workspaces.create(), True
         turn = Turn(
@@ -558,6 +562,10 @@ class Broker:
         else:
             self._spawn(self._queued(turn), name=f"queued-{turn.id}")
         return subscription
+
+    def _undo_admission(self, admitted: bool) -> None:
+        if admitted:
+            self.admission.release()
 
     async def _spawn_cli(self, turn: Turn) -> None:
         assert self.cli.path is not None

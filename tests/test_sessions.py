@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +390,17 @@ async def test_named_workspace_is_shared(client: TestClient, settings: Settings)
     assert cwd.is_dir()
     assert (await client.delete(f"/api/sessions/{session_of(b)}")).status == 204
     assert not cwd.exists()
+
+
+async def test_a_workspace_name_taken_by_a_file_is_409(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    client = await aiohttp_client(create_app(replace(settings, max_concurrent=1, queue_timeout_s=1)))
+    root = Path(settings.workspace_root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "notes").write_text("a file, not a folder")
+    r = await post(client, {"prompt": "x", "workspace": "notes"})
+    assert r.status == 409 and (await r.json())["error"]["code"] == "workspace_unavailable"
+    ok = await post(client, {"prompt": "x", "stream": False})  # the slot it took was given back
+    assert ok.status == 200
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", "x" * 65, "session-1234", "a b"])
