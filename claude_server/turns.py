@@ -497,16 +497,19 @@ class Broker:
                 code="queue_full",
             )
 
-        if session is not None:
-            workspace, created = self.workspaces.ensure(Path(session.workspace_path)), False
-        elif workspace_name is not None:
-            try:
+        try:
+            if session is not None:
+                workspace, created = self.workspaces.ensure(Path(session.workspace_path)), False
+            elif workspace_name is not None:
                 workspace, created = self.workspaces.named(workspace_name)
-            except WorkspaceError as exc:
-                self._undo_admission(admitted)
+            else:
+                workspace, created = self.workspaces.create(), True
+        except BaseException as exc:
+            if admitted:  # the slot taken above goes back
+                self.admission.release()
+            if isinstance(exc, WorkspaceError):
                 raise Conflict(str(exc), code="workspace_unavailable", field="workspace") from None
-        else:
-            workspace, created = self.workspaces.create(), True
+            raise
         turn = Turn(
             options,
             workspace,
@@ -562,10 +565,6 @@ class Broker:
         else:
             self._spawn(self._queued(turn), name=f"queued-{turn.id}")
         return subscription
-
-    def _undo_admission(self, admitted: bool) -> None:
-        if admitted:
-            self.admission.release()
 
     async def _spawn_cli(self, turn: Turn) -> None:
         assert self.cli.path is not None
