@@ -1,5 +1,5 @@
 """Helpers shared by the route modules: reading a JSON body, turning validation errors
-into one clear 400."""
+into one clear 400, reading ``?limit=`` and ``?cursor=``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from claude_server.errors import BadRequest, UnsupportedMediaType
+from claude_server.store import decode_cursor
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
@@ -56,3 +57,26 @@ def validation_error(exc: ValidationError) -> BadRequest:
         fields.append(field)
         problems.append(f"{field}: {msg}")
     return BadRequest("; ".join(problems), code="invalid_field", field=fields[0] if fields else None)
+
+
+def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer", code="invalid_parameter", field=name) from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}", code="invalid_parameter", field=name)
+    return value
+
+
+def cursor_param(request: web.Request, arity: int) -> list[Any] | None:
+    raw = request.query.get("cursor")
+    if raw is None or raw == "":
+        return None
+    values = decode_cursor(raw, arity)
+    if values is None or not all(isinstance(v, str) or v is None for v in values):
+        raise BadRequest("cursor is not one this server gave out", code="invalid_parameter", field="cursor")
+    return values

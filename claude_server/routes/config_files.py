@@ -31,8 +31,8 @@ from claude_server.config_files import (
     TurnChoice,
 )
 from claude_server.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
-from claude_server.routes.common import read_json_object, validation_error
-from claude_server.routes.sessions import LIST_LIMIT, LIST_LIMIT_MAX, cursor_param, int_param
+from claude_server.routes.common import cursor_param, int_param, read_json_object, validation_error
+from claude_server.routes.sessions import LIST_LIMIT, LIST_LIMIT_MAX
 from claude_server.store import encode_cursor
 
 routes = web.RouteTableDef()

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from claude_server.appkeys import BROKER, SESSIONS, STORE
 from claude_server.auth import principal, wants_all
 from claude_server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
-from claude_server.routes.common import read_json_object, validation_error
-from claude_server.store import SessionRow, Store, TurnRow, decode_cursor, encode_cursor
+from claude_server.routes.common import cursor_param, int_param, read_json_object, validation_error
+from claude_server.store import SessionRow, Store, TurnRow, encode_cursor
 from claude_server.turns import Broker
 
 routes = web.RouteTableDef()
@@ -24,29 +24,6 @@ MESSAGES_LIMIT_MAX = 100
 QUERY_MAX_CHARS = 1000
 TITLE_MAX_CHARS = 500
 METADATA_MAX_BYTES = 64 * 1024
-
-
-def int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer", code="invalid_parameter", field=name) from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name} must be between {low} and {high}", code="invalid_parameter", field=name)
-    return value
-
-
-def cursor_param(request: web.Request, arity: int) -> list[Any] | None:
-    raw = request.query.get("cursor")
-    if raw is None or raw == "":
-        return None
-    values = decode_cursor(raw, arity)
-    if values is None or not all(isinstance(v, str) or v is None for v in values):
-        raise BadRequest("cursor is not one this server gave out", code="invalid_parameter", field="cursor")
-    return values
 
 
 async def session_or_404(request: web.Request, session_id: str | None = None) -> SessionRow:
