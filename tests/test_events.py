@@ -61,6 +61,8 @@ def test_recorded_streams(name: str) -> None:
     assert init is not None and result is not None
     assert events.session_id(init) == events.session_id(result)
     summary = events.result_summary(result)
-    assert summary["subtype"] == "success"
+    # 13-max-turns and 14-max-budget end in an error subtype, and then is_error is true
+    assert summary["subtype"] in ("success", "error_max_turns", "error_max_budget_usd")
+    assert summary["subtype"] == "success" or summary["is_error"]
     assert isinstance(summary["total_cost_usd"], float)
     assert isinstance(summary["num_turns"], int)
