@@ -1,5 +1,11 @@
 """Admission: at most N CLI processes at once, a bounded FIFO queue for the rest, and a
-per-key rate limit on turns started. Pure asyncio, no HTTP."""
+per-key rate limit on turns started. Pure asyncio, no HTTP.
+
+A turn admitted at once gets a ``Slot``; a turn that must wait gets a place in the queue,
+which turns into a ``Slot`` when one frees up. Both live in the turn's ``Ticket``, which the
+turn owns from the moment it exists: releasing the ticket (once, or any number of times)
+gives back whatever it holds, so no path a turn takes can leak a slot or a queue place.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +13,63 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
-@dataclass(eq=False)
-class Waiter(Generic[T]):
-    item: T
-    admitted: asyncio.Future[bool] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+class Slot:
+    """One of the admission slots; ``release()`` gives it back exactly once."""
+
+    def __init__(self, free: Callable[[], None]) -> None:
+        self._free: Callable[[], None] | None = free
+
+    @property
+    def held(self) -> bool:
+        return self._free is not None
+
+    def release(self) -> None:
+        free, self._free = self._free, None
+        if free is not None:
+            free()
+
+
+class Ticket(Generic[T]):
+    """A turn's claim on a slot: held now, or a place in the queue until one frees up."""
+
+    def __init__(self, admission: Admission[T], item: T, slot: Slot | None) -> None:
+        self._admission = admission
+        self.item = item
+        self._slot = slot
+        # Set for a queued ticket; resolves to True when a slot was handed to it.
+        self.admitted: asyncio.Future[bool] | None = None
+        if slot is None:
+            self.admitted = asyncio.get_running_loop().create_future()
+
+    @property
+    def slot(self) -> Slot | None:
+        """The slot, once the ticket holds one."""
+        return self._slot
+
+    @property
+    def waiting(self) -> bool:
+        return self._slot is None and self.admitted is not None and not self.admitted.done()
+
+    def _grant(self, slot: Slot) -> None:
+        self._slot = slot
+        assert self.admitted is not None
+        self.admitted.set_result(True)
+
+    def release(self) -> None:
+        """Give back the slot, or leave the queue. Safe to call again."""
+        if self._slot is not None:
+            self._slot.release()
+        elif self.admitted is not None and not self.admitted.done():
+            self._admission._leave(self)
 
 
 class Admission(Generic[T]):
-    """Slots for running turns; waiters get them in order, one each, as they free up.
+    """Slots for running turns; queued tickets get them in order, one each, as they free up.
 
     ``on_position(item, position)`` is told every waiter's 1-based place whenever the queue
     changes, and ``None`` once it leaves the queue."""
@@ -29,7 +78,7 @@ class Admission(Generic[T]):
         self.slots = slots
         self.max_queue = max_queue
         self.running = 0
-        self._queue: collections.deque[Waiter[T]] = collections.deque()
+        self._queue: collections.deque[Ticket[T]] = collections.deque()
         self._on_position = on_position
 
     @property
@@ -41,45 +90,44 @@ class Admission(Generic[T]):
         """No free slot and no room left in the queue."""
         return self.running >= self.slots and len(self._queue) >= self.max_queue
 
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free and nobody waits for it."""
+    def ticket(self, item: T) -> Ticket[T] | None:
+        """A slot now if one is free and nobody waits for it, else a place at the end of the
+        queue; None when the queue is full too."""
         if self.running < self.slots and not self._queue:
             self.running += 1
-            return True
-        return False
-
-    def enqueue(self, item: T) -> Waiter[T]:
-        """A place at the end of the queue (check ``full`` first)."""
-        waiter = Waiter(item)
-        self._queue.append(waiter)
+            return Ticket(self, item, Slot(self._free))
+        if len(self._queue) >= self.max_queue:
+            return None
+        ticket = Ticket(self, item, None)
+        self._queue.append(ticket)
         self._on_position(item, len(self._queue))
-        return waiter
+        return ticket
 
-    def leave(self, waiter: Waiter[T]) -> None:
-        """A waiter gives up its place (timed out, cancelled, client gone)."""
+    def _leave(self, ticket: Ticket[T]) -> None:
         try:
-            self._queue.remove(waiter)
+            self._queue.remove(ticket)
         except ValueError:
             return
-        if not waiter.admitted.done():
-            waiter.admitted.set_result(False)
-        self._on_position(waiter.item, None)
+        assert ticket.admitted is not None
+        if not ticket.admitted.done():
+            ticket.admitted.set_result(False)
+        self._on_position(ticket.item, None)
         self._renumber()
 
-    def release(self) -> None:
-        """A slot frees up: the first waiter gets it (the count of running stays)."""
+    def _free(self) -> None:
+        """A slot came back: the first waiter gets it (the count of running stays)."""
         while self._queue:
-            waiter = self._queue.popleft()
-            if not waiter.admitted.done():
-                waiter.admitted.set_result(True)
-                self._on_position(waiter.item, None)
+            ticket = self._queue.popleft()
+            if ticket.waiting:
+                ticket._grant(Slot(self._free))
+                self._on_position(ticket.item, None)
                 self._renumber()
                 return
         self.running -= 1
 
     def _renumber(self) -> None:
-        for place, waiter in enumerate(self._queue, start=1):
-            self._on_position(waiter.item, place)
+        for place, ticket in enumerate(self._queue, start=1):
+            self._on_position(ticket.item, place)
 
 
 class RateLimiter:

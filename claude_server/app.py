@@ -10,34 +10,37 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import web
 
-from claude_server import db
-from claude_server.appkeys import AUTHENTICATOR, BROKER, DB, METRICS, SESSIONS, SETTINGS, STORE
+from claude_server.appkeys import AUTHENTICATOR, BROKER, METRICS, SESSIONS, SETTINGS, STORE
 from claude_server.auth import Authenticator
+from claude_server.broker import Broker, BrokerSettings
 from claude_server.claude.command import build_env
-from claude_server.claude.process import probe_cli
+from claude_server.claude.probe import probe_cli
 from claude_server.config import Settings
-from claude_server.keys_store import KeyStore
+from claude_server.gate import Gate, GateSettings
+from claude_server.instance import InstanceLock, server_id
 from claude_server.metrics import Metrics
 from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
 from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store
-from claude_server.turns import Broker
 from claude_server.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
 
-async def db_ctx(app: web.Application) -> AsyncIterator[None]:
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    conn = await db.connect(settings.db_file)
-    await db.migrate(conn)
-    app[DB] = conn
-    app[STORE] = Store(conn)
-    await app[STORE].setup()
-    app[AUTHENTICATOR] = Authenticator(settings, KeyStore(conn))
+    lock = InstanceLock.acquire(settings.db_file)
+    try:
+        store = await Store.open(settings.db_file)
+    except BaseException:
+        lock.release()
+        raise
+    app[STORE] = store
+    app[AUTHENTICATOR] = Authenticator(settings, store)
     yield
-    await conn.close()
+    await store.close()
+    lock.release()
 
 
 async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -45,14 +48,28 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
     cli = await probe_cli(settings.claude_bin, build_env(settings.environ, "probe"))
     if cli.found:
         log.info("Claude Code CLI %s at %s", cli.version, cli.path)
+        if cli.version_warning:
+            log.warning("%s", cli.version_warning)
     else:
         log.warning("Claude Code CLI not usable: %s; /api/claude answers 503 until it is", cli.error)
     workspaces = Workspaces(settings.workspace_root_path)
     workspaces.ensure_root()
-    broker = Broker(settings, app[STORE], workspaces, cli, app[METRICS])
+    store = app[STORE]
+    broker = Broker(
+        BrokerSettings.of(settings, server_id()),
+        Gate(GateSettings.of(settings), store),
+        store,
+        workspaces,
+        cli,
+        app[METRICS],
+    )
+    if cli.found:
+        credentials = await broker.check_credentials()
+        if not credentials.found:
+            log.warning("%s", credentials.source)
     await broker.open()
     app[BROKER] = broker
-    app[SESSIONS] = Sessions(settings, app[STORE], workspaces, broker)
+    app[SESSIONS] = Sessions(settings, store, workspaces, broker)
     retention = asyncio.create_task(app[SESSIONS].purge_periodically(), name="retention")
     yield
     retention.cancel()
@@ -88,7 +105,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     app.on_response_prepare.append(on_response_prepare)
-    app.cleanup_ctx.append(db_ctx)
+    app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(broker_ctx)
     app.on_shutdown.append(on_shutdown)
     setup_cors(app, setup_routes(app), settings.cors_origins)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import aiosqlite
 from aiohttp import web
 
 from claude_server.auth import Authenticator
+from claude_server.broker import Broker
 from claude_server.config import Settings
 from claude_server.metrics import Metrics
 from claude_server.sessions import Sessions
 from claude_server.store import Store
-from claude_server.turns import Broker
 
 SETTINGS = web.AppKey("SETTINGS", Settings)
-DB = web.AppKey("DB", aiosqlite.Connection)
 STORE = web.AppKey("STORE", Store)
 BROKER = web.AppKey("BROKER", Broker)
 SESSIONS = web.AppKey("SESSIONS", Sessions)

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from claude_server.config import Settings
 from claude_server.errors import ApiError, Forbidden
-from claude_server.keys_store import KeyStore, hash_secret
 from claude_server.principal import OPEN, Principal
+from claude_server.store import Store, hash_secret
 
 PRINCIPAL = web.RequestKey("PRINCIPAL", Principal)
 
@@ -41,9 +41,9 @@ def presented_secret(request: web.Request) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, settings: Settings, keys: KeyStore) -> None:
+    def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.keys = keys
+        self.store = store
         self._operators = [hash_secret(k) for k in settings.api_keys]
 
     def operator_names(self) -> dict[str, str]:
@@ -54,7 +54,7 @@ class Authenticator:
         return f"op_{digest[:12]}"
 
     async def keys_configured(self) -> bool:
-        return bool(self._operators) or await self.keys.any_key()
+        return bool(self._operators) or await self.store.any_key()
 
     def _budget(self, own: float | None) -> float | None:
         if own is not None:
@@ -74,7 +74,7 @@ class Authenticator:
                 found = Principal(self._operator_id(operator), f"operator-{index + 1}", True, self._budget(None))
         if found is not None:
             return found
-        row = await self.keys.by_secret_hash(digest)
+        row = await self.store.key_by_secret_hash(digest)
         if row is None:
             raise Unauthorized("The API key is not valid (unknown or revoked)")
         return Principal(row.key_id, row.name, row.admin, self._budget(row.daily_budget_usd))

@@ -10,17 +10,16 @@ import ipaddress
 import json
 import logging
 import socket
-import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
-from claude_server import __version__, config, db, logs
+from claude_server import __version__, config, logs
 from claude_server.app import create_app
-from claude_server.keys_store import KeyExists, KeyStore
 from claude_server.sessions import Sessions
-from claude_server.store import Store
+from claude_server.store import KeyExists, Store
 from claude_server.workspaces import Workspaces
 
 # How long open streams get to finish after SIGTERM/SIGINT before aiohttp cancels them.
@@ -70,19 +69,21 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
-def keys_in_database(path: str) -> bool:
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            return conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
-    except sqlite3.Error:  # no database yet, or no keys table yet
+async def keys_in_database(path: Path) -> bool:
+    if not await asyncio.to_thread(path.exists):
         return False
+    store = await Store.open(path)
+    try:
+        return await store.any_key()
+    finally:
+        await store.close()
 
 
 def check_exposure(settings: config.Settings) -> str | None:
     """Why the server must not start, or None: without any key it only listens on loopback."""
     if settings.insecure_no_auth or is_loopback(settings.host):
         return None
-    if settings.api_keys or keys_in_database(str(settings.db_file)):
+    if settings.api_keys or bool(asyncio.run(keys_in_database(settings.db_file))):
         return None
     return (
         f"refusing to listen on {settings.host} without any API key: set CLAUDE_SERVER_API_KEYS or create one "
@@ -113,15 +114,12 @@ def serve(settings: config.Settings) -> None:
 
 
 async def purge(settings: config.Settings, dry_run: bool) -> int:
-    conn = await db.connect(settings.db_file)
+    store = await Store.open(settings.db_file)
     try:
-        await db.migrate(conn)
-        store = Store(conn)
-        await store.setup()
         sessions = Sessions(settings, store, Workspaces(settings.workspace_root_path), broker=None)
         rows = await sessions.purge(dry_run=dry_run)
     finally:
-        await conn.close()
+        await store.close()
     verb = "would delete" if dry_run else "deleted"
     for row in rows:
         print(
@@ -135,33 +133,31 @@ async def purge(settings: config.Settings, dry_run: bool) -> int:
 
 
 async def manage_keys(settings: config.Settings, args: argparse.Namespace) -> int:
-    conn = await db.connect(settings.db_file)
+    keys = await Store.open(settings.db_file)
     try:
-        await db.migrate(conn)
-        keys = KeyStore(conn)
         if args.keys_command == "create":
             budget = args.daily_budget_usd
             if budget is not None and budget < 0:
                 print("--daily-budget-usd must be 0 or more", file=sys.stderr)
                 return 2
             try:
-                row, secret = await keys.create(args.name, admin=args.admin, daily_budget_usd=budget)
+                row, secret = await keys.create_key(args.name, admin=args.admin, daily_budget_usd=budget)
             except KeyExists as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 return 1
             print(json.dumps({**row.public(), "secret": secret}))
             print("Store the secret now: it is not kept and cannot be shown again.", file=sys.stderr)
         elif args.keys_command == "list":
-            for row in await keys.list():
+            for row in await keys.list_keys():
                 print(json.dumps(row.public()))
         else:
-            revoked = await keys.revoke(args.key)
+            revoked = await keys.revoke_key(args.key)
             if revoked is None:
                 print(f"error: no key named or with id {args.key!r}", file=sys.stderr)
                 return 1
             print(json.dumps(revoked.public()))
     finally:
-        await conn.close()
+        await keys.close()
     return 0
 
 

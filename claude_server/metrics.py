@@ -3,9 +3,9 @@ as in the tests, never share counters)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from claude_server.outcome import TurnResult
 
 # Claude Code turns take seconds to many minutes.
 DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -40,18 +40,17 @@ class Metrics:
             "claude_server_tokens", "Tokens reported by the CLI, by model and kind", ["model", "kind"], registry=r
         )
 
-    def turn_ended(self, status: str, model: str | None, result: dict[str, Any] | None) -> None:
+    def turn_ended(self, status: str, model: str | None, result: TurnResult | None) -> None:
+        """Count a finished turn, with its own cost (not the session's running total)."""
         self.turns_finished.labels(status=status).inc()
-        if not result:
+        if result is None:
             return
         label = model or "unknown"
-        cost = result.get("total_cost_usd")
-        if isinstance(cost, float) and cost > 0:
-            self.cost.labels(model=label).inc(cost)
-        usage = result.get("usage") or {}
+        if result.cost_usd is not None and result.cost_usd > 0:
+            self.cost.labels(model=label).inc(result.cost_usd)
         for kind in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
-            value = usage.get(kind)
-            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            value = result.tokens(kind)
+            if value:
                 self.tokens.labels(model=label, kind=kind.removesuffix("_tokens")).inc(value)
 
     def render(self) -> bytes:

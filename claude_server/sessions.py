@@ -14,9 +14,10 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from claude_server.broker import Broker
 from claude_server.config import Settings
+from claude_server.outcome import StopCode
 from claude_server.store import SessionRow, Store, now_iso
-from claude_server.turns import Broker
 from claude_server.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -48,25 +49,30 @@ class Sessions:
         self.workspaces = workspaces
         self.broker = broker  # None when run from the command line, outside the server
 
-    async def delete(self, row: SessionRow) -> None:
-        """Stop its running turn, then remove rows, workspace (unless still used) and transcripts."""
+    async def delete(self, row: SessionRow) -> bool:
+        """Stop its running turn, then remove rows, workspace (unless still used) and
+        transcripts. False when another delete removed it first."""
         sid = row.session_id
         if self.broker is not None:
             with self.broker.deleting(sid):
                 running = self.broker.running_on(sid)
                 if running is not None:
-                    await self.broker.cancel(running, "session_deleted", "The session was deleted")
-                await self._remove(row)
+                    await self.broker.cancel(running, StopCode.SESSION_DELETED, "The session was deleted")
+                deleted = await self._remove(row)
         else:
-            await self._remove(row)
-        log.info("session %s deleted", sid)
+            deleted = await self._remove(row)
+        if deleted:
+            log.info("session %s deleted", sid)
+        return deleted
 
-    async def _remove(self, row: SessionRow) -> None:
-        await self.store.delete_session(row.session_id)
+    async def _remove(self, row: SessionRow) -> bool:
+        if not await self.store.delete_session(row.session_id):
+            return False
         workspace = Path(row.workspace_path)
         if not await self.store.workspace_users(row.workspace_path) and self.workspaces.inside_root(workspace):
             await asyncio.to_thread(self.workspaces.remove, workspace)
         await asyncio.to_thread(remove_transcripts, self.settings.claude_config_dir, row.session_id)
+        return True
 
     async def expired(self) -> list[SessionRow]:
         """Sessions unused for longer than the retention period and not running."""

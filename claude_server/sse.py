@@ -1,20 +1,28 @@
-"""Server-Sent Events: the wire format of the native stream.
+"""Server-Sent Events: the one encoder, and the one place that writes a stream to a client
+and ends it cleanly, whether the stream ran out or the client went away.
 
-Each CLI line is ``id: <turn_id>:<seq>`` + ``data: <the line, byte for byte>``. Server-side
-events carry an ``event:`` name and a JSON body ``{"type": "<same name>", ...}``: ``error``
-(part of the turn's log, so it has an id) and ``queued`` (the turn's place in the admission
-queue; not part of the log, so no id). A ``: ping`` comment goes out after PING_INTERVAL_S of
-silence so that proxies and browsers keep the connection.
+The native stream: each CLI line is ``id: <turn_id>:<seq>`` + ``data: <the line, byte for
+byte>``. Server-side events carry an ``event:`` name and a JSON body ``{"type": "<same
+name>", ...}``: ``error`` (part of the turn's log, so it has an id) and ``queued`` (the
+turn's place in the admission queue; not part of the log, so no id). A ``: ping`` comment
+goes out after PING_INTERVAL_S of silence so that proxies and browsers keep the connection.
+The compatible APIs' streams are written through the same ``respond``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
-from claude_server.turns import Event, Subscription
+from claude_server.turn import Event, Subscription
+
+log = logging.getLogger(__name__)
 
 PING_INTERVAL_S = 15.0
 PING = b": ping\n\n"
@@ -23,58 +31,78 @@ SSE_HEADERS = {
     "Cache-Control": "no-cache",
     "X-Accel-Buffering": "no",
 }
-
-
-def encode_many(turn_id: str, events: list[Event]) -> bytes:
-    """SSE for a batch of events, built with one copy of each line (lines can be megabytes)."""
-    # A JSON line holds no raw newline, so one data: field carries it whole.
-    prefix = f"id: {turn_id}:".encode()
-    parts: list[bytes] = []
-    for event in events:
-        if event.name:
-            parts.append(b"event: " + event.name.encode() + b"\n")
-        parts += (prefix, b"%d\ndata: " % event.seq, event.data, b"\n\n")
-    return b"".join(parts)
-
-
-def queued(position: int) -> bytes:
-    return b"event: queued\ndata: " + json.dumps({"type": "queued", "position": position}).encode() + b"\n\n"
-
-
 # How much the server may write ahead of a slow reader before it waits (the default is
 # 64 KiB, which makes a flood wait on the client every few lines).
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 
 
-async def open_stream(request: web.Request, headers: dict[str, str] | None = None) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
-    await resp.prepare(request)
-    if request.transport is not None:
-        request.transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
-    return resp
+def event(data: dict[str, Any] | bytes, name: str | None = None, event_id: str | None = None) -> bytes:
+    """One SSE event. ``data`` is a JSON object (serialised here) or one JSON line as it is:
+    a JSON line holds no raw newline, so one ``data:`` field carries it whole."""
+    body = data if isinstance(data, bytes) else json.dumps(data, ensure_ascii=False).encode()
+    head = b""
+    if name:
+        head += b"event: " + name.encode() + b"\n"
+    if event_id is not None:
+        head += b"id: " + event_id.encode() + b"\n"
+    return head + b"data: " + body + b"\n\n"
 
 
-async def follow(resp: web.StreamResponse, sub: Subscription) -> None:
-    """Write the turn's events from the subscription's position to its end, with ``queued``
-    events while it waits for a slot and pings during silences.
+def log_events(turn_id: str, events: list[Event]) -> bytes:
+    """A batch of a turn's log as SSE, built with one copy of each line (lines can be
+    megabytes, batches hold thousands of lines)."""
+    prefix = f"id: {turn_id}:".encode()
+    parts: list[bytes] = []
+    for ev in events:
+        if ev.name:
+            parts.append(b"event: " + ev.name.encode() + b"\n")
+        parts += (prefix, b"%d\ndata: " % ev.seq, ev.data, b"\n\n")
+    return b"".join(parts)
 
-    Returns normally when the turn is over; ``ConnectionResetError`` when the client left."""
-    turn = sub.turn
+
+def queued(position: int) -> bytes:
+    return event({"type": "queued", "position": position}, "queued")
+
+
+async def turn_stream(sub: Subscription) -> AsyncIterator[bytes]:
+    """A turn's events from the subscription's position to the end, with ``queued`` events
+    while it waits for a slot and pings during silences."""
     loop = asyncio.get_running_loop()
     last_write = loop.time()
     position: int | None = None
     while True:
-        if turn.queue_position != position:
-            position = turn.queue_position
+        if sub.queue_position != position:
+            position = sub.queue_position
             if position is not None:
-                await resp.write(queued(position))
+                yield queued(position)
                 last_write = loop.time()
         batch = await sub.next_batch(max(0.0, last_write + PING_INTERVAL_S - loop.time()))
         if batch is None:
             return
         if batch:
-            await resp.write(encode_many(turn.id, batch))
+            yield log_events(sub.turn_id, batch)
             last_write = loop.time()
         elif loop.time() - last_write >= PING_INTERVAL_S:
-            await resp.write(PING)
+            yield PING
             last_write = loop.time()
+
+
+async def respond(
+    request: web.Request, body: AsyncIterator[bytes], headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    """Send ``body`` as an event stream and end it. A client that goes away ends the
+    stream quietly (the body's generator is closed, so whatever it follows is let go)."""
+    resp = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
+    try:
+        await resp.prepare(request)
+        if request.transport is not None:
+            request.transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
+        async for chunk in body:
+            await resp.write(chunk)
+        await resp.write_eof()
+    except ConnectionResetError:
+        log.debug("%s %s: the client went away", request.method, request.path)
+    finally:
+        with contextlib.suppress(Exception):
+            await body.aclose()  # type: ignore[attr-defined]
+    return resp

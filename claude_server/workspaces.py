@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # Names starting with "session-" are the server's own (one per session) and not shareable.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 SESSION_PREFIX = "session-"
+# Named workspaces of a key live under <root>/_keys/<key id>/: no name can start with "_",
+# so no name, of any key or of none, reaches into another key's folder.
+KEYS_DIR = "_keys"
 
 
 class WorkspaceError(ValueError):
@@ -42,24 +45,34 @@ class Workspaces:
     def ensure_root(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def create(self) -> Path:
-        """A new, empty ``session-<uuid4>`` directory."""
-        self.ensure_root()
-        path = self.root / f"{SESSION_PREFIX}{uuid.uuid4()}"
-        path.mkdir()
-        return path
+    def new_path(self) -> Path:
+        """Where a new session's own workspace goes: ``<root>/session-<uuid4>`` (not made yet)."""
+        return self.root / f"{SESSION_PREFIX}{uuid.uuid4()}"
 
-    def named(self, name: str) -> tuple[Path, bool]:
-        """The shared workspace ``<root>/<name>/`` and whether it was just created."""
-        self.ensure_root()
-        path = self.root / check_name(name)
-        try:
-            path.mkdir()
-        except FileExistsError:
-            if path.is_symlink() or not path.is_dir():
-                raise WorkspaceError(f"{path} exists and is not a directory") from None
-            return path, False
-        return path, True
+    def named_path(self, owner: str | None, name: str) -> Path:
+        """Where the shared workspace ``name`` of ``owner`` (a key id; None without keys) is."""
+        check_name(name)
+        if owner is None:
+            return self.root / name
+        if not NAME_RE.fullmatch(owner):
+            raise WorkspaceError(f"key id {owner!r} cannot name a folder")
+        return self.root / KEYS_DIR / owner / name
+
+    def check_usable(self, path: Path) -> None:
+        """WorkspaceError when ``path`` exists and is not a plain directory."""
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            raise WorkspaceError(f"workspace {path.name!r} exists and is not a directory")
+
+    def prepare(self, path: Path) -> bool:
+        """Make the workspace ready for the CLI; whether it had to be created. A recorded
+        workspace that has gone missing is recreated, so that its session can resume."""
+        if path.is_dir() and not path.is_symlink():
+            return False
+        self.check_usable(path)
+        if not self.inside_root(path):
+            raise WorkspaceError(f"refusing to create {path}: not under {self.root}")
+        path.mkdir(parents=True, exist_ok=True)
+        return True
 
     def is_session_dir(self, path: Path) -> bool:
         """One of the server's own per-session directories under the root."""
@@ -68,13 +81,6 @@ class Workspaces:
     def inside_root(self, path: Path) -> bool:
         resolved = path.resolve()
         return resolved != self.root and resolved.is_relative_to(self.root)
-
-    def ensure(self, path: Path) -> Path:
-        """Recreate a recorded workspace that has gone missing, so its session can resume."""
-        if not path.is_dir():
-            log.warning("workspace %s is missing; recreating it empty", path)
-            path.mkdir(parents=True, exist_ok=True)
-        return path
 
     def discard(self, path: Path) -> None:
         """Undo a workspace a turn created but no session came to use: a session directory

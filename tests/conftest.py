@@ -22,6 +22,7 @@ from tests.fake_anthropic import FakeAnthropic
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_CLI = Path(__file__).resolve().parent / "fake_claude.py"
+FAKE_API_KEY = "sk-ant-fake-key"
 
 
 def real_cli_path() -> Path:
@@ -48,7 +49,8 @@ def settings(tmp_path: Path) -> Settings:
         db_path=str(tmp_path / "sessions.db"),
         workspace_root=str(tmp_path / "workspace"),
         claude_bin=str(FAKE_CLI),
-        environ=base_environ(home),
+        # The fake CLI, like the real one, is "not logged in" without credentials.
+        environ={**base_environ(home), "ANTHROPIC_API_KEY": FAKE_API_KEY},
     )
 
 
@@ -99,7 +101,7 @@ def start_server(root: Path, api: FakeAnthropic, cli: Path, extra_env: dict[str,
     env = {
         **base_environ(root / "home"),
         "ANTHROPIC_BASE_URL": api.base_url,
-        "ANTHROPIC_API_KEY": "sk-ant-fake-key",
+        "ANTHROPIC_API_KEY": FAKE_API_KEY,
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "IS_SANDBOX": "1",
         "CLAUDE_SERVER_PORT": str(port),

@@ -31,6 +31,17 @@ Directives anywhere in the prompt change what it does (all can be combined):
                       which then carries the API message id (order as recorded in
                       reference/stream-json/05-partial-messages.jsonl)
 
+``@api-error=N``      end with the result the real CLI prints after the API answered N (401,
+                      429, 500, ...) and it gave up, as recorded in tests/data/stream-json/11-*
+
+Like the real CLI, it has no credentials unless ``ANTHROPIC_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``
+or ``CLAUDE_CODE_OAUTH_TOKEN`` is set or ``<config dir>/.credentials.json`` exists: then a
+turn prints init and ends with the "Not logged in" result (08-not-logged-in.jsonl), exit 1,
+and ``claude auth status`` says ``{"loggedIn": false, ...}``. Each turn costs $0.001, and
+``total_cost_usd`` is the session's running total (as measured: a resumed session's total
+grows by each turn, a fork starts from its parent's); ``model_usage_since_last_result``
+carries the turn's own.
+
 The init line also carries ``fake_argv`` and ``fake_env`` (the environment's names) so
 tests can see exactly how the server started it.
 
@@ -110,11 +121,55 @@ def find_transcript(session_id: str) -> Path | None:
     return None
 
 
+CREDENTIAL_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
+TURN_COST_USD = 0.001
+
+
+def logged_in() -> bool:
+    if any(os.environ.get(name, "").strip() for name in CREDENTIAL_VARIABLES):
+        return True
+    return (config_dir() / ".credentials.json").is_file()
+
+
+def synthetic_error(session_id: str, text: str, status: int | None, reason: str = "api_error") -> None:
+    """The synthetic assistant line and the is_error result the CLI ends a failed turn with."""
+    message = {"model": "<synthetic>", "role": "assistant", "content": [{"type": "text", "text": text}]}
+    out({"type": "assistant", "message": message, "session_id": session_id, "error": "unknown"})
+    out(
+        {
+            "type": "result",
+            "subtype": "success",
+            "is_error": True,
+            "api_error_status": status,
+            "duration_ms": 3,
+            "num_turns": 1,
+            "result": text,
+            "stop_reason": "stop_sequence",
+            "session_id": session_id,
+            "total_cost_usd": 0,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "modelUsage": {},
+            "terminal_reason": reason,
+        }
+    )
+
+
+API_ERRORS = {
+    401: "Invalid API key · Fix external API key",
+    429: "API Error: Request rejected (429) · rate limited",
+    500: "API Error: 500 Internal server error. This is a server-side issue, usually temporary",
+    529: "API Error: 529 Overloaded. This is a server-side issue, usually temporary",
+}
+
+
 def main() -> int:
     argv = sys.argv[1:]
     if "--version" in argv or "-v" in argv:
         print(VERSION)
         return 0
+    if argv[:2] == ["auth", "status"]:
+        print(json.dumps({"loggedIn": logged_in(), "authMethod": "api_key" if logged_in() else "none"}))
+        return 0 if logged_in() else 1
     if "-p" not in argv or "stream-json" not in " ".join(argv) or "--verbose" not in argv:
         print("fake claude: expected -p --verbose --output-format stream-json", file=sys.stderr)
         return 64
@@ -183,6 +238,14 @@ def main() -> int:
     code = directive(prompt, "exit")
     if code is not None:
         return int(code)
+    if not logged_in():
+        synthetic_error(session_id, "Not logged in · Please run /login", None)
+        return 1
+    api_error = directive(prompt, "api-error")
+    if api_error:
+        status = int(api_error)
+        synthetic_error(session_id, API_ERRORS.get(status, f"API Error: {status}"), status)
+        return 1
 
     partial = directive(prompt, "partial") is not None and "--include-partial-messages" in argv
 
@@ -253,8 +316,11 @@ def main() -> int:
             "is_error": False,
             "result": text,
             "session_id": session_id,
-            "total_cost_usd": 0.001,
+            # The session's running total: one turn's cost for each prompt in its history.
+            "total_cost_usd": round(TURN_COST_USD * len(history), 6),
             "usage": {"input_tokens": 10, "output_tokens": 12},
+            "modelUsage": {"fake-model": {"inputTokens": 10 * len(history), "costUSD": TURN_COST_USD * len(history)}},
+            "model_usage_since_last_result": {"fake-model": {"inputTokens": 10, "costUSD": TURN_COST_USD}},
             "num_turns": 1,
             "duration_ms": 5,
         }

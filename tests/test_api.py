@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from claude_server import sse, turns
+from claude_server import broker, sse
 from claude_server.app import create_app
 from claude_server.appkeys import BROKER
+from claude_server.claude.probe import TESTED_CLI_VERSION
 from claude_server.config import Settings
 from tests.helpers import (
     JSON,
@@ -228,7 +229,7 @@ async def test_timeout_without_stream_is_504(aiohttp_client, settings: Settings)
 async def test_a_cli_that_never_exits_after_its_result_is_ended(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(turns, "POST_RESULT_GRACE_S", 0.3)
+    monkeypatch.setattr(broker, "POST_RESULT_GRACE_S", 0.3)
     _, events = await run_turn(client, {"prompt": "@hang-after-result"})
     assert data_events(events)[-1]["type"] == "result"
     assert all(ev.event != "error" for ev in events)
@@ -402,15 +403,63 @@ async def test_missing_cli_is_503_with_install_hint_and_health_says_so(aiohttp_c
 
 async def test_health(client: TestClient) -> None:
     body = await (await client.get("/health")).json()
-    assert body["status"] == "ok"
+    assert body["status"] == "ok" and body["problems"] == []
     assert body["cli"] == {
         "found": True,
         "version": "9.9.9 (Fake Claude Code)",
         "path": str(Path(__file__).resolve().parent / "fake_claude.py"),
         "error": None,
+        "tested_version": TESTED_CLI_VERSION,
+        "warning": body["cli"]["warning"],
     }
+    # The fake's version is not the tested one: said, but not a reason to be degraded.
+    assert "9.9.9" in body["cli"]["warning"] and TESTED_CLI_VERSION in body["cli"]["warning"]
+    assert body["warnings"] == [body["cli"]["warning"]]
+    assert body["credentials"]["found"] is True
     assert body["running_turns"] == 0
     assert isinstance(body["version"], str)
+
+
+async def test_health_is_degraded_without_credentials(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    environ = {k: v for k, v in settings.environ.items() if k != "ANTHROPIC_API_KEY"}
+    client = await aiohttp_client(create_app(replace(settings, environ=environ)))
+    body = await (await client.get("/health")).json()
+    assert body["status"] == "degraded"
+    assert body["credentials"]["found"] is False
+    assert "ANTHROPIC_API_KEY" in body["problems"][0] and "not logged in" in body["problems"][0]
+
+
+async def test_not_logged_in_fails_the_turn_with_a_code(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    environ = {k: v for k, v in settings.environ.items() if k != "ANTHROPIC_API_KEY"}
+    client = await aiohttp_client(create_app(replace(settings, environ=environ)))
+    resp, events = await run_turn(client, {"prompt": "hello"})
+    assert data_events(events)[-1]["type"] == "result" and data_events(events)[-1]["is_error"] is True
+    error = events[-1]
+    assert error.event == "error" and error.json()["code"] == "not_logged_in"
+    assert "ANTHROPIC_API_KEY" in error.json()["message"]
+    turn = await (await client.get(f"/api/turns/{resp.headers['X-Turn-Id']}")).json()
+    assert turn["status"] == "failed" and turn["error"]["code"] == "not_logged_in"
+    # Without streaming: an error status with the code, and the result kept.
+    resp = await post(client, {"prompt": "hello", "stream": False})
+    assert resp.status == 502
+    body = await resp.json()
+    assert body["error"]["code"] == "not_logged_in" and body["error"]["result"]["is_error"] is True
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "http"),
+    [
+        (401, "authentication_failed", 502),
+        (429, "api_rate_limited", 429),
+        (500, "api_error", 502),
+        (529, "api_overloaded", 503),
+    ],
+)
+async def test_api_errors_the_cli_gave_up_on_have_codes(client: TestClient, status: int, code: str, http: int) -> None:
+    resp, events = await run_turn(client, {"prompt": f"@api-error={status}"})
+    assert events[-1].event == "error" and events[-1].json()["code"] == code
+    resp = await post(client, {"prompt": f"@api-error={status}", "stream": False})
+    assert resp.status == http and (await resp.json())["error"]["code"] == code
 
 
 async def test_cors(client: TestClient) -> None:

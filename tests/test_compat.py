@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from claude_server import db
 from claude_server.compat.chat import MAX_SYSTEM_BYTES, ChatRequest, Placement, turn_options
 from claude_server.compat.content import AnswerReader, failure, tool_line
 from claude_server.compat.conversation import (
@@ -29,7 +28,7 @@ from claude_server.compat.models import DEFAULT_MODELS, ModelMap, parse_model_se
 from claude_server.config import ConfigError, Settings, load
 from claude_server.errors import ApiError, BadRequest, NotFound
 from claude_server.store import Store
-from claude_server.turns import Event
+from claude_server.turn import Event
 
 # ---- models ----------------------------------------------------------------------------------
 
@@ -362,12 +361,9 @@ def test_error_bodies() -> None:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    conn = await db.connect(tmp_path / "t.db")
-    await db.migrate(conn)
-    store = Store(conn)
-    await store.setup()
+    store = await Store.open(tmp_path / "t.db")
     yield store
-    await conn.close()
+    await store.close()
 
 
 async def add_session(store: Store, sid: str, owner: str | None = None) -> None:
@@ -415,7 +411,6 @@ async def test_matching_stays_within_the_owner(store: Store) -> None:
 async def test_deleting_a_session_deletes_its_exchanges(store: Store) -> None:
     await add_session(store, "s1")
     await add_turn(store, "t1", "s1", "k")
-    await store.delete_session("s1")
-    async with store.conn.execute("SELECT count(*) FROM compat_turns") as cur:
-        row = await cur.fetchone()
-    assert row is not None and row[0] == 0
+    assert await store.delete_session("s1") is True
+    assert await store.db.fetchval("SELECT count(*) FROM compat_turns") == 0
+    assert await store.delete_session("s1") is False

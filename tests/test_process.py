@@ -11,7 +11,9 @@ from pathlib import Path
 
 from claude_server.claude import process
 from claude_server.claude.command import TURN_MARKER
-from claude_server.claude.process import CliProcess, kill_marked, probe_cli, scan_marked
+from claude_server.claude.probe import probe_cli
+from claude_server.claude.process import CliProcess
+from claude_server.claude.reaper import Reaper, kill_marked, scan_marked
 from tests.helpers import pid_alive, wait_until
 
 
@@ -21,7 +23,12 @@ def env_for(turn_id: str) -> dict[str, str]:
 
 async def spawn_py(code: str, tmp_path: Path, stdin: bytes = b"") -> CliProcess:
     return await CliProcess.spawn(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env_for(str(uuid.uuid4())), stdin_data=stdin, turn_id="t"
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env_for(str(uuid.uuid4())),
+        stdin_data=stdin,
+        turn_id="t",
+        reaper=Reaper(),
     )
 
 
@@ -90,7 +97,12 @@ async def test_terminate_kills_what_ignores_sigterm_and_the_detached_grandchild(
         "time.sleep(60)\n"
     )
     proc = await CliProcess.spawn(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env_for(turn_id), stdin_data=b"", turn_id=turn_id
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env_for(turn_id),
+        stdin_data=b"",
+        turn_id=turn_id,
+        reaper=Reaper(),
     )
     lines = proc.lines()
     grandchild = int(await anext(lines))
@@ -112,7 +124,12 @@ async def test_exit_with_stdout_held_open_by_a_stray_child(tmp_path: Path) -> No
     turn_id = str(uuid.uuid4())
     code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); print('x')"
     proc = await CliProcess.spawn(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env_for(turn_id), stdin_data=b"", turn_id=turn_id
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env_for(turn_id),
+        stdin_data=b"",
+        turn_id=turn_id,
+        reaper=Reaper(),
     )
     assert await asyncio.wait_for(collect(proc), process.EOF_GRACE_S + 5) == [b"x"]
     assert not [p for p, v in scan_marked().items() if v == turn_id and pid_alive(p)]

@@ -14,14 +14,11 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import signal
-import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from claude_server.claude.command import TURN_MARKER
+from claude_server.claude.reaper import Reaper
 
 log = logging.getLogger(__name__)
 
@@ -45,105 +42,19 @@ TERM_GRACE_S = 1.5
 EOF_GRACE_S = 1.0
 # How often wait() looks at the exit status while a pipe is still held open.
 EXIT_POLL_S = 0.01
-SWEEP_ROUNDS = 10
-SWEEP_PAUSE_S = 0.05
 
 
 class LineTooLong(Exception):
     """The CLI printed a line longer than MAX_LINE_BYTES."""
 
 
-def scan_marked(name: str = TURN_MARKER) -> dict[int, str]:
-    """Every live process (but this one) whose environment holds ``name``, with its value."""
-    me = os.getpid()
-    prefix = b"\0" + name.encode() + b"="
-    found: dict[int, str] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as fh:
-                data = b"\0" + fh.read()
-        except OSError:  # gone, or not ours to read
-            continue
-        start = data.find(prefix)
-        if start < 0:
-            continue
-        start += len(prefix)
-        end = data.find(b"\0", start)
-        found[int(entry.name)] = data[start : end if end >= 0 else len(data)].decode(errors="replace")
-    return found
-
-
-def kill_marked(values: set[str], name: str = TURN_MARKER) -> int:
-    """SIGKILL every process whose marker is one of ``values``, until none is left.
-
-    Returns how many processes were killed. Blocking (reads /proc): run it in a thread."""
-    killed = 0
-    for _ in range(SWEEP_ROUNDS):
-        pids = [pid for pid, value in scan_marked(name).items() if value in values]
-        if not pids:
-            break
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed += 1
-        # A killed process stays visible until its parent reaps it; its environ then reads
-        # empty, so the next scan skips it. Give the kernel a moment.
-        time.sleep(SWEEP_PAUSE_S)
-    return killed
-
-
-@dataclass(frozen=True)
-class CliInfo:
-    """What ``<claude-bin> --version`` said at start."""
-
-    bin: str
-    path: str | None
-    version: str | None
-    error: str | None
-
-    @property
-    def found(self) -> bool:
-        return self.path is not None and self.version is not None
-
-
-async def probe_cli(claude_bin: str, env: Mapping[str, str], timeout_s: float = 30.0) -> CliInfo:
-    """Find the CLI (on the child's PATH, or as a path) and ask it for its version."""
-    path = shutil.which(claude_bin, path=env.get("PATH"))
-    if path is None:
-        where = "at that path" if os.sep in claude_bin else "on PATH"
-        return CliInfo(claude_bin, None, None, f"{claude_bin!r} not found {where}")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            path,
-            "--version",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return CliInfo(claude_bin, path, None, f"{path} --version did not answer within {timeout_s:.0f}s")
-    except OSError as exc:
-        return CliInfo(claude_bin, path, None, f"{path} could not be run: {exc}")
-    if proc.returncode != 0:
-        detail = (err or out).decode(errors="replace").strip()[-500:]
-        return CliInfo(claude_bin, path, None, f"{path} --version exited with {proc.returncode}: {detail}")
-    return CliInfo(claude_bin, path, out.decode(errors="replace").strip(), None)
-
-
 class CliProcess:
     """A running CLI. Use ``spawn``; iterate ``lines()``; ``terminate()`` or ``wait()``; ``close()``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, turn_id: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, turn_id: str, reaper: Reaper) -> None:
         self.proc = proc
         self.turn_id = turn_id
+        self.reaper = reaper
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
         self._eof = False
@@ -156,7 +67,14 @@ class CliProcess:
 
     @classmethod
     async def spawn(
-        cls, argv: list[str], *, cwd: Path, env: Mapping[str, str], stdin_data: bytes, turn_id: str
+        cls,
+        argv: list[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        stdin_data: bytes,
+        turn_id: str,
+        reaper: Reaper,
     ) -> CliProcess:
         """Start the CLI in a new session (so in its own process group), prompt on stdin."""
         proc = await asyncio.create_subprocess_exec(
@@ -169,7 +87,7 @@ class CliProcess:
             start_new_session=True,
             limit=PIPE_BUFFER_BYTES,
         )
-        self = cls(proc, turn_id)
+        self = cls(proc, turn_id, reaper)
         self._widen_stdout_pipe()
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         self._tasks = [
@@ -290,7 +208,7 @@ class CliProcess:
 
     async def sweep(self) -> int:
         """Kill every process still carrying this turn's marker (tools the CLI left behind)."""
-        killed = await asyncio.to_thread(kill_marked, {self.turn_id})
+        killed = await self.reaper.sweep({self.turn_id})
         if killed:
             log.info("turn %s: killed %d leftover process(es)", self.turn_id, killed)
         return killed

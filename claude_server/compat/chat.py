@@ -25,6 +25,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from claude_server.broker import Broker
 from claude_server.claude.command import TurnOptions
 from claude_server.compat.content import AnswerReader, Outcome
 from claude_server.compat.conversation import Conversation, context_prompt, history_key, recorded_key
@@ -34,7 +35,7 @@ from claude_server.config_files import TurnChoice
 from claude_server.errors import ApiError, BadRequest, Conflict, PayloadTooLarge
 from claude_server.principal import OPEN, Principal
 from claude_server.store import Store
-from claude_server.turns import Broker, Subscription
+from claude_server.turn import Subscription, Turn
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,9 @@ class ChatTurn:
     def __init__(
         self, sub: Subscription, req: ChatRequest, placement: Placement, store: Store, *, tool_trace: bool
     ) -> None:
+        assert sub.turn is not None
         self._sub = sub
-        self.turn = sub.turn
+        self.turn: Turn = sub.turn
         self._req = req
         self._placement = placement
         self._store = store

@@ -13,25 +13,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from claude_server.claude import events
-from claude_server.errors import ApiError, TooManyRequests
-from claude_server.turns import Event
+from claude_server.claude import diagnosis, events
+from claude_server.errors import ApiError
+from claude_server.outcome import StopCode, TurnError, TurnResult
+from claude_server.turn import Event
 
 # Text of different API messages, and tool lines, are separated by a blank line.
 SEGMENT_SEPARATOR = "\n\n"
 # Tool lines show the most telling input field, shortened to this.
 TOOL_DETAIL_CHARS = 200
 TOOL_DETAIL_KEYS = ("command", "file_path", "path", "pattern", "url", "query", "description", "prompt")
-# How a turn that ended without a usable result answers, by the broker's error code.
-FAILURE_STATUS = {
-    "turn_timeout": 504,
-    "inactivity_timeout": 504,
-    "server_shutdown": 503,
-    "cancelled": 409,
-    "client_disconnected": 409,
-    "internal": 500,
-}
-FAILURE_DEFAULT_STATUS = 502
 # The only lines that can carry answer text or the outcome; the rest (tool results, which
 # can be megabytes, status lines) are not even parsed.
 _READ_KINDS = frozenset({"stream_event", "assistant", "result"})
@@ -80,13 +71,8 @@ class Outcome:
 
 def failure(error: dict[str, Any]) -> ApiError:
     """The HTTP error for the broker's ``error`` event (or a turn's recorded error)."""
-    code = error.get("code") if isinstance(error.get("code"), str) else "cli_failed"
-    message = error.get("message") if isinstance(error.get("message"), str) else "The turn failed"
-    assert isinstance(code, str) and isinstance(message, str)
-    if code == "queue_timeout":
-        retry = error.get("retry_after")
-        return TooManyRequests(message, retry_after=float(retry) if isinstance(retry, int | float) else 1.0, code=code)
-    return ApiError(message, code=code, status=FAILURE_STATUS.get(code, FAILURE_DEFAULT_STATUS))
+    parsed = TurnError.from_json(error) or TurnError(StopCode.CLI_FAILED, "The turn failed")
+    return parsed.api_error()
 
 
 def tool_line(block: dict[str, Any]) -> str:
@@ -199,13 +185,10 @@ class AnswerReader:
         if self._error is not None:
             error = failure(self._error)
         elif self._result is None:
-            error = ApiError("Claude Code ended without a result", code="cli_failed", status=FAILURE_DEFAULT_STATUS)
+            error = TurnError(StopCode.CLI_FAILED, "Claude Code ended without a result").api_error()
         elif result.get("is_error"):
-            subtype = result.get("subtype") if isinstance(result.get("subtype"), str) else "error"
-            said = result.get("result") if isinstance(result.get("result"), str) else ""
-            error = ApiError(
-                f"Claude Code reported an error ({subtype})" + (f": {said}" if said else ""),
-                code="cli_error",
-                status=FAILURE_DEFAULT_STATUS,
-            )
+            # The broker follows such a result with an error event saying what it means;
+            # without one (a log cut short), the CLI's own words.
+            said = diagnosis.result_failure(TurnResult.of(result))
+            error = (said or TurnError(StopCode.CLI_ERROR, "Claude Code reported an error")).api_error()
         return Outcome(self.text, Usage.of(result.get("usage")), stop_reason, error)

@@ -7,15 +7,16 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
+from claude_server import sse
 from claude_server.compat.content import Outcome, Usage
 from claude_server.compat.conversation import Conversation, Message, conversation, text_of
 from claude_server.compat.errors import anthropic_error
 from claude_server.errors import ApiError
-from claude_server.routes.compat_common import answer, chat_request, find_model, parse_body, refuse_tools, sse_event
+from claude_server.routes.common import answer, chat_request, find_model, parse_body, refuse_tools
 
 routes = web.RouteTableDef()
 
-PING = sse_event({"type": "ping"}, "ping")
+PING = sse.event({"type": "ping"}, "ping")
 
 
 class InputMessage(BaseModel):
@@ -85,14 +86,14 @@ class MessageRenderer:
         message = self._message([], None, usage_body(Usage()))
         block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
         return (
-            sse_event({"type": "message_start", "message": message}, "message_start")
-            + sse_event(block, "content_block_start")
+            sse.event({"type": "message_start", "message": message}, "message_start")
+            + sse.event(block, "content_block_start")
             + PING
         )
 
     def texts(self, texts: list[str]) -> bytes:
         return b"".join(
-            sse_event(
+            sse.event(
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
                 "content_block_delta",
             )
@@ -109,13 +110,13 @@ class MessageRenderer:
             "usage": usage_body(outcome.usage),
         }
         return (
-            sse_event({"type": "content_block_stop", "index": 0}, "content_block_stop")
-            + sse_event(delta, "message_delta")
-            + sse_event({"type": "message_stop"}, "message_stop")
+            sse.event({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            + sse.event(delta, "message_delta")
+            + sse.event({"type": "message_stop"}, "message_stop")
         )
 
     def error(self, err: ApiError) -> bytes:
-        return sse_event(anthropic_error(err), "error")
+        return sse.event(anthropic_error(err), "error")
 
 
 @routes.post("/v1/messages")

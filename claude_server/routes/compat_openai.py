@@ -17,7 +17,7 @@ from claude_server.compat.conversation import Conversation, Message, conversatio
 from claude_server.compat.errors import openai_error
 from claude_server.compat.models import Model, ModelMap
 from claude_server.errors import ApiError, BadRequest
-from claude_server.routes.compat_common import answer, chat_request, find_model, parse_body, refuse_tools, sse_event
+from claude_server.routes.common import answer, chat_request, find_model, parse_body, refuse_tools
 
 routes = web.RouteTableDef()
 
@@ -110,7 +110,7 @@ class CompletionRenderer:
         chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
         if self.include_usage:
             chunk["usage"] = None  # as OpenAI sends it: only the last chunk has usage
-        return sse_event(chunk)
+        return sse.event(chunk)
 
     def body(self, outcome: Outcome) -> dict[str, Any]:
         message = {"role": "assistant", "content": outcome.text, "refusal": None}
@@ -129,11 +129,11 @@ class CompletionRenderer:
     def end(self, outcome: Outcome) -> bytes:
         out = self._chunk({}, finish_reason(outcome))
         if self.include_usage:
-            out += sse_event({**self._head("chat.completion.chunk"), "choices": [], "usage": usage_body(outcome.usage)})
+            out += sse.event({**self._head("chat.completion.chunk"), "choices": [], "usage": usage_body(outcome.usage)})
         return out + DONE
 
     def error(self, err: ApiError) -> bytes:
-        return sse_event(openai_error(err))
+        return sse.event(openai_error(err))
 
 
 def finish_reason(outcome: Outcome) -> str:

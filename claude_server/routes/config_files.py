@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import mimetypes
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -28,18 +27,20 @@ from claude_server.config_files import (
     Entry,
     Kind,
     Preconditions,
-    TurnChoice,
 )
 from claude_server.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
-from claude_server.routes.common import cursor_param, int_param, read_json_object, validation_error
-from claude_server.routes.sessions import LIST_LIMIT, LIST_LIMIT_MAX
+from claude_server.routes.common import (
+    LIST_LIMIT,
+    LIST_LIMIT_MAX,
+    cursor_param,
+    int_param,
+    read_json_object,
+    validation_error,
+)
 from claude_server.store import encode_cursor
 
 routes = web.RouteTableDef()
 
-AGENT_HEADER = "X-Claude-Agent"
-MCP_SERVERS_HEADER = "X-Claude-Mcp-Servers"
-MAX_HEADER_CHARS = 4096
 TEXT_TYPES = ("text/markdown", "text/plain")
 
 NAMED = "{kind:agents|skills|rules|mcp-servers}"
@@ -177,24 +178,3 @@ async def delete_entry(request: web.Request) -> web.Response:
     store, kind = config_files(request), _kind(request)
     await asyncio.to_thread(store.delete, kind, request.match_info["name"], preconditions(request))
     return web.Response(status=204)
-
-
-# ---- what requests use -----------------------------------------------------------------------
-
-
-def choose_config(request: web.Request, agent: str | None, mcp_servers: Sequence[str] = ()) -> TurnChoice:
-    """A request's agent and MCP servers, checked (400 for unknown names). Any key may name
-    them. A few stat calls, so it runs on the event loop."""
-    return ConfigFiles(request.app[SETTINGS].claude_config_dir).choose(agent, mcp_servers)
-
-
-def header_choice(request: web.Request) -> TurnChoice:
-    """The agent and MCP servers of a compatible request: ``X-Claude-Agent: <name>`` and
-    ``X-Claude-Mcp-Servers: <name>,<name>``."""
-    values = {h: request.headers.get(h, "").strip() for h in (AGENT_HEADER, MCP_SERVERS_HEADER)}
-    for header, value in values.items():
-        if len(value) > MAX_HEADER_CHARS or not value.isprintable():
-            raise BadRequest(f"{header} is not a valid header value", code="invalid_header", field=header)
-    names = [n.strip() for n in values[MCP_SERVERS_HEADER].split(",") if n.strip()]
-    store = ConfigFiles(request.app[SETTINGS].claude_config_dir)
-    return store.choose(values[AGENT_HEADER] or None, names, agent_field=AGENT_HEADER, mcp_field=MCP_SERVERS_HEADER)

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from claude_server.appkeys import SETTINGS
 from claude_server.errors import BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge
-from claude_server.routes.sessions import session_or_404
+from claude_server.routes.common import session_or_404
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()

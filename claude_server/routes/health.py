@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from claude_server import __version__
-from claude_server.appkeys import AUTHENTICATOR, BROKER, DB, METRICS, STORE
+from claude_server.appkeys import AUTHENTICATOR, BROKER, METRICS, STORE
 from claude_server.auth import principal
 from claude_server.errors import BadRequest, Forbidden
 
@@ -18,26 +18,40 @@ routes = web.RouteTableDef()
 GROUPS = ("day", "model", "key")
 
 
+# /health looks at the CLI's credentials again at most this often (`claude auth status`
+# takes 0.2-1 s).
+CREDENTIALS_MAX_AGE_S = 60.0
+
+
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
+    """``ok``, or ``degraded`` with the reasons when turns cannot run (no CLI, no
+    credentials) or nothing can be recorded (no database)."""
     broker = request.app[BROKER]
     cli = broker.cli
-    try:
-        async with request.app[DB].execute("SELECT 1") as cur:
-            db_ok = (await cur.fetchone()) is not None
-    except Exception:
-        db_ok = False
+    db_ok = await request.app[STORE].ping()
+    credentials = await broker.check_credentials(CREDENTIALS_MAX_AGE_S) if cli.found else None
+    problems = []
+    if not cli.found:
+        problems.append(f"Claude Code CLI is not available: {cli.error}")
+    if credentials is not None and not credentials.found:
+        problems.append(credentials.source)
+    if not db_ok:
+        problems.append("the database does not answer")
+    warnings = [cli.version_warning] if cli.version_warning else []
     return web.json_response(
         {
-            # "degraded": up, but turns cannot run (no CLI) or nothing can be recorded (no database).
-            "status": "ok" if cli.found and db_ok else "degraded",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "warnings": warnings,
             "version": __version__,
-            "cli": {"found": cli.found, "version": cli.version, "path": cli.path, "error": cli.error},
+            "cli": cli.public(),
+            "credentials": credentials.public() if credentials is not None else None,
             "database": {"ok": db_ok},
-            "running_turns": broker.admission.running,
-            "max_concurrent": broker.admission.slots,
-            "queue_length": broker.admission.queued,
-            "max_queue": broker.admission.max_queue,
+            "running_turns": broker.gate.running,
+            "max_concurrent": broker.gate.admission.slots,
+            "queue_length": broker.gate.queued,
+            "max_queue": broker.gate.admission.max_queue,
         }
     )
 

@@ -20,10 +20,10 @@ from claude_server import sse
 from claude_server.appkeys import BROKER, SETTINGS
 from claude_server.auth import principal
 from claude_server.claude.command import PermissionMode, TurnOptions
-from claude_server.errors import ApiError, PayloadTooLarge, TooManyRequests
-from claude_server.routes.common import read_json_object, validation_error
-from claude_server.routes.config_files import choose_config
-from claude_server.turns import Status, Turn
+from claude_server.errors import PayloadTooLarge
+from claude_server.outcome import StopCode, TurnError
+from claude_server.routes.common import choose_config, read_json_object, validation_error
+from claude_server.turn import Turn
 from claude_server.workspaces import check_name
 
 routes = web.RouteTableDef()
@@ -136,18 +136,10 @@ def parse_request(body: dict[str, Any]) -> ClaudeRequest:
         raise err from None
 
 
-# How a turn that ended without a result answers a non-streaming request.
-_FAILURE_STATUS = {
-    "turn_timeout": 504,
-    "inactivity_timeout": 504,
-    "server_shutdown": 503,
-    "internal": 500,
-}
-
-
 def result_body(turn: Turn) -> dict[str, Any]:
     assert turn.result is not None
-    return {"turn_id": turn.id, **turn.result, "session_id": turn.result.get("session_id") or turn.session_id}
+    body = turn.result.public()
+    return {"turn_id": turn.id, **body, "session_id": body["session_id"] or turn.session_id}
 
 
 @routes.post("/api/claude")
@@ -171,23 +163,16 @@ async def claude(request: web.Request) -> web.StreamResponse:
         principal=principal(request),
     )
     turn = sub.turn
+    assert turn is not None
     headers = {"X-Turn-Id": turn.id}
     async with sub:
-        if req.stream is False:
-            await turn.wait()
-            if turn.result is not None and turn.stop_reason is None:
-                return web.json_response(result_body(turn), headers=headers)
-            error = dict(turn.error or {"code": "internal", "message": "The turn ended without a result"})
-            if error["code"] == "queue_timeout":
-                raise TooManyRequests(error["message"], retry_after=error["retry_after"], code="queue_timeout")
-            status = _FAILURE_STATUS.get(error["code"], 502)
-            if turn.status == Status.CANCELLED:
-                status = 409
-            raise ApiError(error.pop("message"), code=error.pop("code"), status=status, turn_id=turn.id, **error)
-        resp = await sse.open_stream(request, headers)
-        try:
-            await sse.follow(resp, sub)
-            await resp.write_eof()
-        except ConnectionResetError:
-            pass  # the client left; closing the subscription cancels the turn
-        return resp
+        if req.stream is not False:
+            return await sse.respond(request, sse.turn_stream(sub), headers)
+        await turn.wait()
+        if turn.error is None and turn.result is not None:
+            return web.json_response(result_body(turn), headers=headers)
+        error = turn.error or TurnError(StopCode.INTERNAL, "The turn ended without a result")
+        extra: dict[str, Any] = {"turn_id": turn.id}
+        if turn.result is not None:
+            extra["result"] = result_body(turn)
+        raise error.api_error(**extra)

@@ -10,30 +10,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from claude_server.appkeys import BROKER, SESSIONS, STORE
 from claude_server.auth import principal, wants_all
+from claude_server.broker import Broker
 from claude_server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
-from claude_server.routes.common import cursor_param, int_param, read_json_object, validation_error
-from claude_server.store import SessionRow, Store, TurnRow, encode_cursor
-from claude_server.turns import Broker
+from claude_server.routes.common import (
+    LIST_LIMIT,
+    LIST_LIMIT_MAX,
+    cursor_param,
+    int_param,
+    read_json_object,
+    session_or_404,
+    validation_error,
+)
+from claude_server.store import SessionRow, TurnRow, encode_cursor
 
 routes = web.RouteTableDef()
 
-LIST_LIMIT = 50
-LIST_LIMIT_MAX = 500
 MESSAGES_LIMIT = 20
 MESSAGES_LIMIT_MAX = 100
 QUERY_MAX_CHARS = 1000
 TITLE_MAX_CHARS = 500
 METADATA_MAX_BYTES = 64 * 1024
-
-
-async def session_or_404(request: web.Request, session_id: str | None = None) -> SessionRow:
-    """The session named in the path, if the request's key may see it; 404 otherwise (a
-    session of another key is "not found", never "forbidden")."""
-    session_id = session_id or request.match_info["session_id"]
-    row = await request.app[STORE].get_session(session_id)
-    if row is None or not principal(request).can_see(row.owner, wants_all(request)):
-        raise NotFound(f"No session {session_id} (it may have been deleted)", code="session_not_found")
-    return row
 
 
 def session_detail(broker: Broker, row: SessionRow) -> dict[str, Any]:
@@ -116,7 +112,9 @@ async def patch_session(request: web.Request) -> web.Response:
 @routes.delete("/api/sessions/{session_id}")
 async def delete_session(request: web.Request) -> web.Response:
     row = await session_or_404(request)
-    await request.app[SESSIONS].delete(row)
+    if not await request.app[SESSIONS].delete(row):
+        # Another request deleted it meanwhile.
+        raise NotFound(f"No session {row.session_id} (it may have been deleted)", code="session_not_found")
     return web.Response(status=204)
 
 
@@ -139,7 +137,7 @@ async def session_messages(request: web.Request) -> web.Response:
         next_cursor = encode_cursor(turns[-1].started_at, turns[-1].turn_id)
     items = []
     for t in turns:
-        items.append({**turn_summary(t), "prompt": t.prompt, "events": await turn_events(store, broker, t)})
+        items.append({**turn_summary(t), "prompt": t.prompt, "events": await turn_events(broker, t)})
     return web.json_response({"session_id": row.session_id, "turns": items, "next_cursor": next_cursor})
 
 
@@ -154,16 +152,9 @@ def turn_summary(t: TurnRow) -> dict[str, Any]:
     }
 
 
-async def turn_events(store: Store, broker: Broker, t: TurnRow) -> list[Any]:
-    live = broker.get(t.turn_id)
-    if live is not None:  # the database may lag a running turn by a moment
-        return event_objects([e.data for e in live.events])
-    out: list[Any] = []
-    after = 0
-    while batch := await store.events(t.turn_id, after=after):
-        out.extend(event_objects([e.data for e in batch]))
-        after = batch[-1].seq
-    return out
+async def turn_events(broker: Broker, t: TurnRow) -> list[Any]:
+    async with broker.follow(t, 0) as sub:
+        return event_objects([e.data for e in await sub.available()])
 
 
 @routes.post("/api/sessions/{session_id}/interrupt")

@@ -9,11 +9,12 @@ from claude_server.appkeys import BROKER, STORE
 from claude_server.auth import principal, wants_all
 from claude_server.errors import BadRequest, Conflict, NotFound
 from claude_server.store import TurnRow
-from claude_server.turns import Event
+from claude_server.store.events import MAX_SEQ
 
 routes = web.RouteTableDef()
 
-REPLAY_PAGE = 1000
+# Longer than any seq a turn can reach (int() of a longer string of digits is also slow).
+MAX_SEQ_DIGITS = 30
 
 
 async def turn_row_or_404(request: web.Request) -> TurnRow:
@@ -42,14 +43,19 @@ def resume_point(request: web.Request, turn_id: str) -> int:
                 field=source,
             )
     try:
-        seq = int(raw)
+        seq = int(raw) if len(raw) <= MAX_SEQ_DIGITS else -1
     except ValueError:
         raise BadRequest(
             f"{source} must be <turn_id>:<seq> or a sequence number", code="invalid_parameter", field=source
         ) from None
     if seq < 0:
-        raise BadRequest(f"{source} must not be negative", code="invalid_parameter", field=source)
-    return seq
+        raise BadRequest(
+            f"{source} must be a sequence number: 0 or more, at most {MAX_SEQ_DIGITS} digits",
+            code="invalid_parameter",
+            field=source,
+        )
+    # A seq past any turn's end (SQLite integers stop at 2**63 - 1) replays nothing.
+    return min(seq, MAX_SEQ)
 
 
 @routes.get("/api/turns/{turn_id}")
@@ -59,40 +65,26 @@ async def get_turn(request: web.Request) -> web.Response:
     live = request.app[BROKER].get(row.turn_id)
     if live is not None:
         body.update(
-            status=live.status, session_id=live.session_id, last_seq=live.last_seq, followers=live.public()["followers"]
+            status=str(live.status), session_id=live.session_id, last_seq=live.last_seq, followers=live.followers
         )
     return web.json_response(body)
 
 
 @routes.get("/api/turns/{turn_id}/events")
 async def turn_events(request: web.Request) -> web.StreamResponse:
-    """Replay the turn's events after the client's last one, then follow it live until it ends."""
+    """Replay the turn's events after the client's last one, then follow it live until it
+    ends. A finished turn whose every event the client has seen answers 204 No Content: the
+    EventSource standard's way of telling a browser to stop reconnecting."""
     row = await turn_row_or_404(request)
     after = resume_point(request, row.turn_id)
-    headers = {"X-Turn-Id": row.turn_id}
-    if row.session_id:
-        headers["X-Session-Id"] = row.session_id
-    live = request.app[BROKER].get(row.turn_id)
-    if live is not None:
-        async with live.subscribe(after) as sub:
-            resp = await sse.open_stream(request, headers)
-            try:
-                await sse.follow(resp, sub)
-                await resp.write_eof()
-            except ConnectionResetError:
-                pass
-            return resp
-    # Finished: its whole log is in the database (a turn is released only once flushed).
-    store = request.app[STORE]
-    resp = await sse.open_stream(request, headers)
-    try:
-        while batch := await store.events(row.turn_id, after=after, limit=REPLAY_PAGE):
-            await resp.write(sse.encode_many(row.turn_id, [Event(e.seq, e.data, "", e.name) for e in batch]))
-            after = batch[-1].seq
-        await resp.write_eof()
-    except ConnectionResetError:
-        pass
-    return resp
+    sub = request.app[BROKER].follow(row, after)
+    async with sub:
+        if sub.finished and after >= row.last_seq:
+            return web.Response(status=204, headers={"X-Turn-Id": row.turn_id})
+        headers = {"X-Turn-Id": row.turn_id}
+        if row.session_id:
+            headers["X-Session-Id"] = row.session_id
+        return await sse.respond(request, sse.turn_stream(sub), headers)
 
 
 @routes.post("/api/turns/{turn_id}/cancel")

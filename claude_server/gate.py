@@ -1,0 +1,124 @@
+"""The gate: whether a turn may start, and when. One call, ``admit``, checks the operator's
+permission policy, the key's daily budget and rate limit, and takes a slot or a place in
+the queue; it either gives the turn its ticket or raises the error the client hears.
+No aiohttp here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from claude_server.admission import Admission, RateLimiter
+from claude_server.claude.command import TurnOptions
+from claude_server.config import Settings
+from claude_server.errors import Forbidden, TooManyRequests
+from claude_server.outcome import TurnStatus
+from claude_server.principal import Principal
+from claude_server.store import Store, now_iso
+from claude_server.turn import Turn
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    max_concurrent: int = 4
+    max_queue: int = 100
+    queue_timeout_s: float = 60.0
+    rate_limit_per_min: int = 0
+    allow_skip_permissions: bool = True
+    permission_modes: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, settings: Settings) -> GateSettings:
+        return cls(
+            max_concurrent=settings.max_concurrent,
+            max_queue=settings.max_queue,
+            queue_timeout_s=settings.queue_timeout_s,
+            rate_limit_per_min=settings.rate_limit_per_min,
+            allow_skip_permissions=settings.allow_skip_permissions,
+            permission_modes=settings.permission_modes,
+        )
+
+
+def seconds_to_utc_midnight(now: datetime | None = None) -> float:
+    now = now or datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds()
+
+
+class Gate:
+    def __init__(self, settings: GateSettings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.admission: Admission[Turn] = Admission(settings.max_concurrent, settings.max_queue, Turn.set_position)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_min)
+
+    def check_policy(self, options: TurnOptions) -> None:
+        """The operator's permission policy; 403 naming the setting that refuses the request."""
+        bypass = options.skip_permissions or options.permission_mode == "bypassPermissions"
+        if bypass and not self.settings.allow_skip_permissions:
+            what = "dangerously-skip-permissions" if options.skip_permissions else "permission_mode bypassPermissions"
+            raise Forbidden(
+                f"{what} is not allowed on this server (CLAUDE_SERVER_ALLOW_SKIP_PERMISSIONS=false)",
+                code="policy_refused",
+            )
+        mode = options.permission_mode
+        allowed = self.settings.permission_modes
+        if mode is not None and allowed and mode not in allowed:
+            raise Forbidden(
+                f"permission_mode {mode} is not allowed on this server "
+                f"(CLAUDE_SERVER_PERMISSION_MODES={','.join(allowed)})",
+                code="policy_refused",
+            )
+
+    async def _check_budget(self, principal: Principal) -> None:
+        budget = principal.daily_budget_usd
+        if not budget:
+            return
+        today = now_iso(datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0))
+        spent = await self.store.spent_since(principal.key_id, today)
+        if spent >= budget:
+            raise TooManyRequests(
+                f"Key {principal.name} reached its daily budget of ${budget:g} (spent ${spent:.4f} today, "
+                "UTC); it resets at 00:00 UTC",
+                retry_after=seconds_to_utc_midnight(),
+                code="budget_exceeded",
+            )
+
+    async def admit(self, turn: Turn, ready: Callable[[], None] = lambda: None) -> None:
+        """Give ``turn`` its ticket (a slot now, or a place in the queue), or raise: 403 for
+        the policy, 429 for the budget, the rate limit or a full queue. ``ready`` runs after
+        the last await and before anything is taken, so checks that must not race (is the
+        session busy?) raise there with nothing to give back."""
+        self.check_policy(turn.options)
+        await self._check_budget(turn.principal)
+        ready()
+        principal = turn.principal
+        if self.admission.full:
+            raise TooManyRequests(
+                f"All {self.admission.slots} slots are busy and the queue is full "
+                f"({self.admission.max_queue} waiting); retry later",
+                retry_after=self.settings.queue_timeout_s,
+                code="queue_full",
+            )
+        wait = self.rate_limiter.take(principal.key_id or "")
+        if wait:
+            raise TooManyRequests(
+                f"Key {principal.name} may start {self.settings.rate_limit_per_min} turns per minute "
+                "(CLAUDE_SERVER_RATE_LIMIT_PER_MIN)",
+                retry_after=wait,
+                code="rate_limited",
+            )
+        ticket = self.admission.ticket(turn)
+        assert ticket is not None  # not full, checked above with nothing awaited since
+        turn.ticket = ticket
+        if ticket.slot is not None:
+            turn.status = TurnStatus.RUNNING
+
+    @property
+    def running(self) -> int:
+        return self.admission.running
+
+    @property
+    def queued(self) -> int:
+        return self.admission.queued

@@ -1,0 +1,66 @@
+"""The store: every SQL statement of the server, over one database with a single writer.
+
+``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
+exchanges); nothing outside this package runs SQL.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from claude_server.store.compat import CompatQueries
+from claude_server.store.database import Database
+from claude_server.store.events import EventQueries
+from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
+from claude_server.store.rows import (
+    KeyRow,
+    SessionRow,
+    StoredEvent,
+    TurnRow,
+    decode_cursor,
+    default_title,
+    encode_cursor,
+    now_iso,
+)
+from claude_server.store.sessions import ConversationTaken, SessionQueries, icontains
+from claude_server.store.turns import TurnQueries
+
+__all__ = [
+    "ConversationTaken",
+    "Database",
+    "KeyExists",
+    "KeyRow",
+    "SessionRow",
+    "Store",
+    "StoredEvent",
+    "TurnRow",
+    "decode_cursor",
+    "default_title",
+    "encode_cursor",
+    "hash_secret",
+    "now_iso",
+]
+
+
+class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries):
+    """Typed access to every table. ``await Store.open(path)``; ``await store.close()``."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Store:
+        """Open the database (migrating it) and get the store ready."""
+        db = await Database.open(path)
+        await db.create_function("icontains", 2, icontains)
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> bool:
+        """Whether the database answers."""
+        try:
+            return bool(await self.db.fetchval("SELECT 1") == 1)
+        except Exception:
+            return False

@@ -1,0 +1,170 @@
+"""The SQLite database: one writer connection and one reader, WAL mode, and the migrations.
+
+Every write goes through the writer, one at a time (datasette's single-writer discipline):
+a write never lands inside another coroutine's open transaction, and ``transaction()``
+holds the writer for its whole block. Reads go to the reader, which in WAL mode sees every
+committed write and never waits for a write in progress, so a large batch of events being
+written does not hold up ``/health`` or a session listing.
+
+Migrations are the ``*.sql`` files of the ``migrations`` folder, applied in name order, each
+in one transaction together with its row in ``schema_migrations``. ``executescript``
+commits before it runs and ignores the isolation level, so the transaction is written into
+the script itself and rolled back by hand on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+Row = sqlite3.Row
+
+
+def migrations_dir() -> Path:
+    """The migrations shipped in the wheel, or the repository's own folder in a source tree."""
+    packaged = Path(str(resources.files("claude_server"))) / "migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+async def _connect(path: Path, *, reader: bool) -> aiosqlite.Connection:
+    conn = await aiosqlite.connect(str(path), isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    if not reader:
+        await conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; only a power loss can lose
+    # the last transactions, and it never corrupts the database.
+    await conn.execute("PRAGMA synchronous=NORMAL")
+    await conn.execute("PRAGMA foreign_keys=ON")
+    # The WAL file is truncated back to this size after a checkpoint, instead of staying as
+    # large as the largest burst of events ever made it.
+    await conn.execute("PRAGMA journal_size_limit=67108864")
+    await conn.execute("PRAGMA busy_timeout=5000")
+    if reader:
+        await conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+async def migrate(conn: aiosqlite.Connection, folder: Path | None = None) -> list[str]:
+    """Apply every migration not yet recorded; returns the names applied."""
+    folder = folder or migrations_dir()
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    async with conn.execute("SELECT name FROM schema_migrations") as cur:
+        done = {row["name"] for row in await cur.fetchall()}
+    applied = []
+    for file in sorted(folder.glob("*.sql")):
+        if file.name in done:
+            continue
+        sql = file.read_text(encoding="utf-8")
+        name = file.name.replace("'", "''")
+        script = (
+            f"BEGIN;\n{sql}\n;\nINSERT INTO schema_migrations (name, applied_at) "
+            f"VALUES ('{name}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));\nCOMMIT;"
+        )
+        try:
+            await conn.executescript(script)
+        except Exception:
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
+            raise
+        log.info("applied migration %s", file.name)
+        applied.append(file.name)
+    return applied
+
+
+class Transaction:
+    """Statements inside ``Database.transaction()``, on the writer."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self._conn.execute(sql, params) as cur:
+            return cur.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        async with self._conn.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return row
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._conn.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+
+class Database:
+    """The writer and the reader. Open with ``Database.open(path)``; ``close()`` when done."""
+
+    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Database:
+        """Open (creating the file and its folder) and bring the schema up to date."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path, reader=False)
+        try:
+            await migrate(writer)
+            reader = await _connect(path, reader=True)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(path, writer, reader)
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            await self._reader.close()
+            await self._writer.close()
+
+    async def create_function(self, name: str, nargs: int, func: Any) -> None:
+        for conn in (self._writer, self._reader):
+            await conn.create_function(name, nargs, func, deterministic=True)
+
+    # ---- writes ------------------------------------------------------------------------
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One write statement; returns how many rows it changed."""
+        async with self._write_lock, self._writer.execute(sql, params) as cur:
+            return cur.rowcount
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield Transaction(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    # ---- reads -------------------------------------------------------------------------
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        async with self._reader.execute(sql, params) as cur:
+            row = await cur.fetchone()
+        return row
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        async with self._reader.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = await self.fetchone(sql, params)
+        return None if row is None else row[0]

@@ -1,0 +1,88 @@
+"""SQL for a turn's event log, stored in chunks of consecutive events.
+
+One row holds consecutive events of one turn (one row per write batch, up to about
+CHUNK_BYTES): a row per event cost SQLite several times the CPU and disk of the events
+themselves when a turn floods thousands of lines per second (measured). Reads are bounded
+by bytes, so a follower of a 150 MB turn holds one page of it, not the turn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from claude_server.store.database import Database
+from claude_server.store.rows import StoredEvent
+
+# Consecutive events of one turn share a row up to about this size.
+CHUNK_BYTES = 1024 * 1024
+# Chunk rows read per query when paging through a log.
+READ_ROWS = 4
+INSERT_CHUNK = "INSERT OR IGNORE INTO events (turn_id, first_seq, last_seq, names, data) VALUES (?, ?, ?, ?, ?)"
+# SQLite integers are 64-bit: a seq beyond them is past any turn's end.
+MAX_SEQ = 2**63 - 1
+
+EventRow = tuple[str, int, str | None, bytes]  # turn_id, seq, name, data
+
+
+def chunks(rows: Sequence[EventRow]) -> list[tuple[str, int, int, str | None, bytes]]:
+    """Rows of the events table for (turn_id, seq, name, data) events given in order."""
+    out: list[tuple[str, int, int, str | None, bytes]] = []
+    i = 0
+    while i < len(rows):
+        turn_id, first = rows[i][0], rows[i][1]
+        lines: list[bytes] = []
+        names: dict[str, str] = {}
+        size = 0
+        j = i
+        # A chunk holds consecutive seqs of one turn only.
+        while j < len(rows) and rows[j][0] == turn_id and rows[j][1] == first + (j - i) and size < CHUNK_BYTES:
+            if rows[j][2]:
+                names[str(rows[j][1])] = str(rows[j][2])
+            lines.append(rows[j][3])
+            size += len(rows[j][3])
+            j += 1
+        out.append((turn_id, first, first + len(lines) - 1, json.dumps(names) if names else None, b"\n".join(lines)))
+        i = j
+    return out
+
+
+class EventQueries:
+    db: Database
+
+    async def insert_events(self, rows: Sequence[EventRow]) -> None:
+        """(turn_id, seq, name, data) rows, in order, in one transaction."""
+        async with self.db.transaction() as tx:
+            await tx.executemany(INSERT_CHUNK, chunks(rows))
+
+    async def events(self, turn_id: str, *, after: int = 0, max_bytes: int = CHUNK_BYTES) -> list[StoredEvent]:
+        """A turn's events after seq ``after``, about ``max_bytes`` of them (whole events,
+        at least one when there is one)."""
+        out: list[StoredEvent] = []
+        size = 0
+        after = min(max(after, 0), MAX_SEQ)
+        while size < max_bytes:
+            rows = await self.db.fetchall(
+                "SELECT first_seq, last_seq, names, data FROM events WHERE turn_id = ? AND last_seq > ? "
+                "ORDER BY first_seq LIMIT ?",
+                (turn_id, after, READ_ROWS),
+            )
+            if not rows:
+                break
+            for row in rows:
+                named = json.loads(row["names"]) if row["names"] else {}
+                for seq, line in enumerate(bytes(row["data"]).split(b"\n"), start=row["first_seq"]):
+                    if seq > after and size < max_bytes:
+                        out.append(StoredEvent(seq, named.get(str(seq)), line))
+                        size += len(line) or 1
+                        after = seq
+                if size >= max_bytes:
+                    break
+            if len(rows) < READ_ROWS:
+                break
+        return out
+
+    async def last_event_seq(self, turn_id: str) -> int:
+        return int(
+            await self.db.fetchval("SELECT coalesce(max(last_seq), 0) FROM events WHERE turn_id = ?", (turn_id,))
+        )

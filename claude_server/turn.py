@@ -1,0 +1,355 @@
+"""A turn and its event log, and the followers that read it.
+
+A turn's log is seq-numbered from 1: every line the CLI printed, byte for byte, and the
+server's own ``error`` event. Events reach followers only once they are in SQLite (the
+recorder marks them durable), so no client ever holds an event, or a seq, that a restart
+could lose. The newest events stay in memory (at most LOG_MEMORY_BYTES of the durable
+ones); a follower further behind, or following a finished turn, reads from the store, so
+what one slow follower pins is bounded by what it reads at once.
+
+Nothing here imports aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from claude_server.claude import diagnosis
+from claude_server.claude import events as cli_events
+from claude_server.claude.command import TurnOptions
+from claude_server.outcome import STOP_STATUS, StopCode, TurnError, TurnResult, TurnStatus
+from claude_server.principal import OPEN, Principal
+from claude_server.store import SessionRow, Store
+
+if TYPE_CHECKING:
+    from claude_server.admission import Ticket
+    from claude_server.claude.process import CliProcess
+
+# A follower takes at most about this much of the log at once (one write to its client,
+# one read from the store).
+BATCH_BYTES = 1024 * 1024
+# A running turn keeps this much of its durable log in memory for its followers; older
+# events are read back from the store.
+LOG_MEMORY_BYTES = 16 * 1024 * 1024
+
+
+class Event(NamedTuple):
+    """One entry of a turn's log: a CLI line byte for byte, or an event of the server's own.
+    (A tuple: a turn may log tens of thousands of them per second.)"""
+
+    seq: int
+    data: bytes
+    kind: str  # "system/init", "assistant", "result", ... or the server event's name
+    name: str | None = None  # SSE event name for server events ("error"); None for CLI lines
+
+
+def stored_event(seq: int, data: bytes, name: str | None) -> Event:
+    """An event read back from the store, its kind recognised again."""
+    if name is not None:
+        return Event(seq, data, name, name)
+    classified = cli_events.classify(data)
+    return Event(seq, data, classified[0] if classified else "unknown")
+
+
+class TurnLog:
+    """The turn's events: appended by the broker, marked durable by the recorder, read by
+    followers up to the durable mark."""
+
+    def __init__(self) -> None:
+        self._events: list[Event] = []
+        self._base = 0  # events before this seq (exclusive) have left memory
+        self._bytes = 0
+        self.durable = 0  # the highest seq the store holds
+        self.closed = False  # finished and dropped from memory: everything is in the store
+        self._changed = asyncio.Event()
+        self._armed = False
+
+    @property
+    def last_seq(self) -> int:
+        return self._base + len(self._events)
+
+    def append(self, data: bytes, kind: str, name: str | None = None) -> Event:
+        event = Event(self.last_seq + 1, data, kind, name)
+        self._events.append(event)
+        self._bytes += len(data)
+        return event
+
+    def mark_durable(self, seq: int) -> None:
+        if seq > self.durable:
+            self.durable = seq
+            self._trim()
+            self.wake()
+
+    def _trim(self) -> None:
+        if self._bytes <= LOG_MEMORY_BYTES:
+            return
+        drop = 0
+        while self._bytes > LOG_MEMORY_BYTES // 2 and drop < len(self._events):
+            event = self._events[drop]
+            if event.seq > self.durable:
+                break
+            self._bytes -= len(event.data)
+            drop += 1
+        del self._events[:drop]
+        self._base += drop
+
+    def close(self) -> None:
+        """The turn is over and its whole log is in the store: free the memory."""
+        self.closed = True
+        self._base = self.last_seq
+        self._events = []
+        self._bytes = 0
+        self.wake()
+
+    def wake(self) -> None:
+        # Only when someone waits: a flood appends thousands of lines between two wake-ups.
+        if self._armed:
+            self._armed = False
+            changed, self._changed = self._changed, asyncio.Event()
+            changed.set()
+
+    def arm(self) -> asyncio.Event:
+        """An event set at the next change of the log (or of the turn)."""
+        self._armed = True
+        return self._changed
+
+    def take(self, after: int, max_bytes: int = BATCH_BYTES) -> list[Event] | None:
+        """Durable events after seq ``after`` from memory (at most about ``max_bytes``);
+        None when they have left memory (read them from the store)."""
+        if after < self._base or self.closed:
+            return None
+        start = after - self._base
+        end = start
+        stop = min(len(self._events), self.durable - self._base)
+        size = 0
+        while end < stop and size < max_bytes:
+            size += len(self._events[end].data)
+            end += 1
+        return self._events[start:end]
+
+    def all_durable(self) -> list[Event]:
+        return self._events[: max(0, self.durable - self._base)]
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Why the server is ending a turn (the first reason wins)."""
+
+    code: StopCode
+    message: str
+
+    @property
+    def status(self) -> TurnStatus:
+        return STOP_STATUS.get(self.code, TurnStatus.FAILED)
+
+
+class Turn:
+    """A running (or finished) turn: what it runs, where, for whom, and its log."""
+
+    def __init__(
+        self,
+        options: TurnOptions,
+        workspace: Path,
+        *,
+        create_workspace: bool,
+        detach: bool,
+        on_orphaned: Callable[[Turn], None],
+        session: SessionRow | None = None,
+        conversation_id: str | None = None,
+        principal: Principal = OPEN,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self.id = str(uuid.uuid4())
+        self.options = options
+        self.workspace = workspace
+        self.create_workspace = create_workspace  # the workspace is the turn's to create
+        self.created_workspace = False  # ... and it did
+        self.detach = detach
+        self.session = session  # the resumed session's row, if any
+        self.conversation_id = conversation_id
+        self.principal = principal
+        self.session_id: str | None = options.session_id
+        self.status = TurnStatus.QUEUED
+        self.queue_position: int | None = None
+        self.model: str | None = options.model
+        self.log = TurnLog()
+        self.result: TurnResult | None = None
+        self.error: TurnError | None = None
+        self.exit_code: int | None = None
+        self.stop_reason: Stop | None = None
+        self.started_at = loop.time()
+        self.last_activity = self.started_at
+        self.result_at: float | None = None
+        self.first_event_at: float | None = None
+        self.process: CliProcess | None = None
+        self.ticket: Ticket[Turn] | None = None
+        self.recorded = False  # its row exists
+        self._on_orphaned = on_orphaned
+        self._followers = 0
+        self._done = asyncio.Event()
+
+    @property
+    def owner(self) -> str | None:
+        return self.principal.key_id
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def last_seq(self) -> int:
+        return self.log.last_seq
+
+    @property
+    def followers(self) -> int:
+        return self._followers
+
+    def finish(self, status: TurnStatus) -> None:
+        self.status = status
+        self._done.set()
+        self.log.wake()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+    def stop(self, code: StopCode, message: str) -> bool:
+        """Record why the turn is being ended; False when it already has a reason or is over."""
+        if self.stop_reason is None and not self.finished:
+            self.stop_reason = Stop(code, message)
+            return True
+        return False
+
+    def set_position(self, position: int | None) -> None:
+        """Its place in the admission queue changed (None: it left the queue)."""
+        self.queue_position = position
+        self.log.wake()
+
+    def outcome(
+        self, stderr_tail: str | None, start_error: BaseException | None, queue_timeout_s: float
+    ) -> tuple[TurnStatus, TurnError | None]:
+        """How the turn ended: its status and, unless it succeeded, its error. ``stderr_tail``
+        is None for a turn whose CLI never ran."""
+        stop = self.stop_reason
+        if stop is not None:
+            retry = max(1, int(queue_timeout_s)) if stop.code is StopCode.QUEUE_TIMEOUT else None
+            status, error = stop.status, TurnError(stop.code, stop.message, retry_after=retry)
+        elif start_error is not None:
+            code = StopCode.CLI_NOT_FOUND if isinstance(start_error, OSError) else StopCode.START_FAILED
+            return TurnStatus.FAILED, TurnError(code, f"Could not start Claude Code: {start_error}")
+        elif self.result is not None:
+            failed = diagnosis.result_failure(self.result)
+            return (TurnStatus.FAILED if self.result.is_error else TurnStatus.SUCCEEDED), failed
+        else:
+            status, error = TurnStatus.FAILED, diagnosis.exit_failure(stderr_tail or "", self.exit_code)
+        if stderr_tail is not None:
+            error = dataclasses.replace(error, exit_code=self.exit_code, stderr_tail=stderr_tail)
+        return status, error
+
+    def release_ticket(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+
+    def _follow(self) -> None:
+        self._followers += 1
+
+    def _unfollow(self) -> None:
+        self._followers -= 1
+        if self._followers == 0 and not self.detach and not self.finished:
+            self._on_orphaned(self)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "turn_id": self.id,
+            "session_id": self.session_id,
+            "status": str(self.status),
+            "queue_position": self.queue_position,
+            "detach": self.detach,
+            "last_seq": self.last_seq,
+            "followers": self._followers,
+        }
+
+
+class Subscription:
+    """A follower of one turn from a seq on, live or finished: the one way to read a turn's
+    events, from memory or from the store. Close it (or use ``async with``) when done: the
+    last follower of a running turn that is not detached leaving cancels the turn."""
+
+    def __init__(self, store: Store, turn_id: str, after: int, *, live: Turn | None, last_seq: int = 0) -> None:
+        self.store = store
+        self.turn_id = turn_id
+        self.turn = live
+        self.position = max(0, after)
+        self._last_seq = last_seq  # of a finished turn
+        self._closed = False
+        if live is not None:
+            live._follow()
+
+    @property
+    def queue_position(self) -> int | None:
+        return self.turn.queue_position if self.turn is not None else None
+
+    @property
+    def finished(self) -> bool:
+        return self.turn is None or self.turn.finished
+
+    async def _read(self) -> list[Event] | None:
+        """What can be read now without waiting: ``[]`` when nothing is, ``None`` at the end."""
+        turn = self.turn
+        if turn is not None:
+            batch = turn.log.take(self.position)
+            if batch is None:
+                batch = await self._from_store(turn.log.durable)
+        else:
+            batch = await self._from_store(self._last_seq)
+        if batch:
+            self.position = batch[-1].seq
+            return batch
+        # Over, and nothing more to read: the end (a finished turn's log is all durable).
+        return None if self.finished else []
+
+    async def _from_store(self, upto: int) -> list[Event]:
+        if self.position >= upto:
+            return []
+        rows = await self.store.events(self.turn_id, after=self.position, max_bytes=BATCH_BYTES)
+        return [stored_event(e.seq, e.data, e.name) for e in rows if e.seq <= upto]
+
+    async def available(self) -> list[Event]:
+        """Every event that can be read now (for a JSON answer), without waiting."""
+        out: list[Event] = []
+        while batch := await self._read():
+            out.extend(batch)
+        return out
+
+    async def next_batch(self, timeout_s: float | None = None) -> list[Event] | None:
+        """The next events (at most about BATCH_BYTES of them); ``None`` once the turn is
+        over and all its events were read; ``[]`` when ``timeout_s`` passed without any,
+        or when the turn changed otherwise (its place in the queue)."""
+        # Armed before reading: a change while the read awaits the store is not missed.
+        changed = self.turn.log.arm() if self.turn is not None else None
+        batch = await self._read()
+        if batch != [] or changed is None:
+            return batch
+        try:
+            async with asyncio.timeout(timeout_s):
+                await changed.wait()
+        except TimeoutError:
+            return []
+        return await self._read()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self.turn is not None:
+                self.turn._unfollow()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
