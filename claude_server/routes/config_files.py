@@ -1,5 +1,6 @@
 """The configuration API: agents, skills (and their files), rules, MCP servers, CLAUDE.md and
-settings.json in the Claude configuration directory (see ``claude_server.config_files``).
+settings.json in the Claude configuration directory (see ``claude_server.config_files``
+and ``claude_server.config_content``).
 
 Only admin keys may use it (every request, when the server has no keys). Requests of any key
 name what they use: ``agent`` and ``mcp_servers`` in POST /api/claude, or the headers below
@@ -19,17 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from claude_server.appkeys import SETTINGS
 from claude_server.auth import principal
-from claude_server.config_files import (
-    MAX_FILE_BYTES,
-    NAMED_KINDS,
-    SINGLE_KINDS,
-    SKILLS,
-    ConfigFiles,
-    Entry,
-    Kind,
-    Preconditions,
-    TurnChoice,
-)
+from claude_server.config_content import MAX_FILE_BYTES, NAMED_KINDS, SINGLE_KINDS, SKILLS, Entry, Kind, Preconditions
+from claude_server.config_files import ConfigFiles, TurnChoice
 from claude_server.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
 from claude_server.routes.common import cursor_param, int_param, read_json_object, validation_error
 from claude_server.routes.sessions import LIST_LIMIT, LIST_LIMIT_MAX
