@@ -11,11 +11,12 @@ import aiohttp_cors
 from aiohttp import web
 
 from claude_server import db
-from claude_server.appkeys import AUTHENTICATOR, BROKER, DB, METRICS, SESSIONS, SETTINGS, STORE
+from claude_server.appkeys import AUTHENTICATOR, BROKER, CONFIG_FILES, DB, METRICS, SESSIONS, SETTINGS, STORE
 from claude_server.auth import Authenticator
 from claude_server.claude.command import build_env
 from claude_server.claude.process import probe_cli
 from claude_server.config import Settings
+from claude_server.config_files import ConfigFiles
 from claude_server.keys_store import KeyStore
 from claude_server.metrics import Metrics
 from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
@@ -87,6 +88,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    # The directory is resolved here, once: see ConfigFiles.
+    app[CONFIG_FILES] = ConfigFiles(settings.claude_config_dir)
     app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(db_ctx)
     app.cleanup_ctx.append(broker_ctx)

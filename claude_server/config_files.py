@@ -107,10 +107,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 class ConfigFiles:
-    """The configuration directory. Stateless: cheap to make per request."""
+    """The configuration directory. Holds nothing but its root: every call opens what it needs."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        # Resolved once, here: the operator may have made the directory a symlink.
+        self.root = Path(os.path.realpath(root))
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from claude_server.appkeys import SETTINGS
+from claude_server.appkeys import CONFIG_FILES
 from claude_server.auth import principal
 from claude_server.config_content import MAX_FILE_BYTES, NAMED_KINDS, SINGLE_KINDS, SKILLS, Entry, Kind, Preconditions
 from claude_server.config_files import ConfigFiles, TurnChoice
@@ -42,7 +42,7 @@ def config_files(request: web.Request) -> ConfigFiles:
     """The store, for an admin (or anyone on a server without keys); 403 otherwise."""
     if not principal(request).admin:
         raise Forbidden("Only admin keys may read or change the server's Claude configuration", code="admin_only")
-    return ConfigFiles(request.app[SETTINGS].claude_config_dir)
+    return request.app[CONFIG_FILES]
 
 
 def preconditions(request: web.Request) -> Preconditions:
@@ -177,7 +177,7 @@ async def delete_entry(request: web.Request) -> web.Response:
 def choose_config(request: web.Request, agent: str | None, mcp_servers: Sequence[str] = ()) -> TurnChoice:
     """A request's agent and MCP servers, checked (400 for unknown names). Any key may name
     them. A few stat calls, so it runs on the event loop."""
-    return ConfigFiles(request.app[SETTINGS].claude_config_dir).choose(agent, mcp_servers)
+    return request.app[CONFIG_FILES].choose(agent, mcp_servers)
 
 
 def header_choice(request: web.Request) -> TurnChoice:
@@ -188,5 +188,6 @@ def header_choice(request: web.Request) -> TurnChoice:
         if len(value) > MAX_HEADER_CHARS or not value.isprintable():
             raise BadRequest(f"{header} is not a valid header value", code="invalid_header", field=header)
     names = [n.strip() for n in values[MCP_SERVERS_HEADER].split(",") if n.strip()]
-    store = ConfigFiles(request.app[SETTINGS].claude_config_dir)
-    return store.choose(values[AGENT_HEADER] or None, names, agent_field=AGENT_HEADER, mcp_field=MCP_SERVERS_HEADER)
+    return request.app[CONFIG_FILES].choose(
+        values[AGENT_HEADER] or None, names, agent_field=AGENT_HEADER, mcp_field=MCP_SERVERS_HEADER
+    )
