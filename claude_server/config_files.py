@@ -15,8 +15,12 @@ Keeping the secrets an MCP server may need (``env``, ``headers``) in files keeps
 the CLI's argv (readable in /proc by every local user) and out of the recorded turn options.
 
 What a file may contain (names, frontmatter, MCP servers, ETags) is
-``claude_server.config_content``. Safety here:
+``claude_server.config_content``; how a folder or file is reached is ``claude_server.config_fs``.
+Safety here:
 
+- Every path is walked from the root without following a symlink, and only plain files are
+  read or replaced (config_fs): what a turn planted in the directory (a symlink, a hard link,
+  a FIFO) is refused with 403 ``outside_config_dir``, or left out of a listing.
 - Writes go to a temporary file in the same folder, then ``os.replace``: a reader (the CLI
   starting a turn) sees the old file or the new one, never half of one.
 - Check-and-write (``If-Match``) runs under an exclusive ``flock`` on the configuration
@@ -32,8 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import shutil
-import tempfile
+import stat
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -46,6 +49,7 @@ from claude_server.config_content import (
     MCP_SERVERS,
     NAME_RE,
     SKILL_FILE,
+    SKILL_FILE_MAX_DEPTH,
     SKILLS,
     UNCONDITIONAL,
     Entry,
@@ -55,6 +59,7 @@ from claude_server.config_content import (
     check_size,
     skill_file_path,
 )
+from claude_server.config_fs import Folder, NotAFolder, OutsideConfigDir, open_root
 from claude_server.errors import BadRequest, NotFound
 
 MAX_MCP_SERVERS = 64
@@ -89,52 +94,51 @@ class TurnChoice:
 # ---- the store --------------------------------------------------------------------------------
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it over ``path``. Its mode is
-    mkstemp's 0600: the files may hold secrets (an MCP server's env, settings' env), and only
-    the server's user, who runs the CLI, reads them."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def _where(kind: Kind, name: str) -> tuple[list[str], str]:
+    """The folders on the way to ``name``'s file, and the file's name in the last of them."""
+    *folders, file = kind.pattern.format(name=name).split("/")
+    return folders, file
 
 
 class ConfigFiles:
     """The configuration directory. Holds nothing but its root: every call opens what it needs."""
 
     def __init__(self, root: Path) -> None:
-        # Resolved once, here: the operator may have made the directory a symlink.
+        # Resolved once, here: the operator may have made the directory a symlink. Below it,
+        # nothing is ever followed (config_fs), and a symlink found later at this path is refused.
         self.root = Path(os.path.realpath(root))
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """An exclusive flock on the directory itself (no lock file to leave behind); closing
-        the descriptor releases it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> Iterator[Folder]:
+        """The root, under an exclusive flock on the directory itself (no lock file to leave
+        behind); closing the descriptor releases it."""
+        with open_root(self.root, create=True) as root:
+            fcntl.flock(root.fd, fcntl.LOCK_EX)
+            yield root
 
-    def _read(self, kind: Kind, name: str) -> Entry | None:
-        path = kind.path(self.root, name)
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Folder | None]:
+        """The root for a reader; None while it does not exist (nothing is configured yet)."""
         try:
-            with path.open("rb") as fh:
-                data = fh.read()
-                mtime = os.fstat(fh.fileno()).st_mtime
+            root = open_root(self.root)
+        except FileNotFoundError:
+            yield None
+            return
+        with root:
+            yield root
+
+    def _read(self, root: Folder | None, kind: Kind, name: str) -> Entry | None:
+        """The entry, None when there is none; 403 for a symlink or anything but a plain file."""
+        if root is None:
+            return None
+        folders, file = _where(kind, name)
+        try:
+            with root.descend(folders) as folder:
+                data, st = folder.read(file)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         text = data.decode("utf-8", errors="replace")
-        return Entry(kind, name, kind.show(name, text), _iso(mtime))
+        return Entry(kind, name, kind.show(name, text), _iso(st.st_mtime))
 
     def _name(self, kind: Kind, name: str) -> str:
         return kind.pattern if kind.single else check_name(name)
@@ -142,17 +146,18 @@ class ConfigFiles:
     def get(self, kind: Kind, name: str = "") -> Entry:
         """The file; 404 for a named one that does not exist, empty content for a single one."""
         name = self._name(kind, name)
-        entry = self._read(kind, name)
+        with self._reading() as root:
+            entry = self._read(root, kind, name)
         if entry is not None:
             return entry
         if kind.single:
             return Entry(kind, name, "", None)
         raise NotFound(f"No {kind.key} entry {name!r}", code="config_not_found")
 
-    def _current(self, kind: Kind, name: str) -> Entry | None:
+    def _current(self, root: Folder, kind: Kind, name: str) -> Entry | None:
         """What preconditions compare against: a single file that is not set counts as empty,
         as GET shows it."""
-        entry = self._read(kind, name)
+        entry = self._read(root, kind, name)
         if entry is None and kind.single:
             return Entry(kind, name, "", None)
         return entry
@@ -162,113 +167,154 @@ class ConfigFiles:
         name = self._name(kind, name)
         check_size(len(content.encode()), f"content of {name}")
         data = kind.check(name, content).encode()
-        path = kind.path(self.root, name)
-        with self._locked():
-            current = self._current(kind, name)
+        folders, file = _where(kind, name)
+        with self._locked() as root:
+            current = self._current(root, kind, name)
             pre.check(current)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomically(path, data)
-            entry = self._read(kind, name)
+            with root.descend(folders, create=True) as folder:
+                folder.write(file, data)
+            entry = self._read(root, kind, name)
         assert entry is not None
         return entry, current is None or current.updated_at is None
 
     def delete(self, kind: Kind, name: str, pre: Preconditions = UNCONDITIONAL) -> None:
         """Remove the file (a skill: its whole folder); 404 if it does not exist."""
         name = check_name(name)
-        with self._locked():
-            current = self._read(kind, name)
+        folders, file = _where(kind, name)
+        with self._locked() as root:
+            current = self._read(root, kind, name)
             if current is None:
                 raise NotFound(f"No {kind.key} entry {name!r}", code="config_not_found")
             pre.check(current)
             if kind is SKILLS:
-                # Renamed away first, so the CLI sees the whole skill or none of it.
-                folder = kind.path(self.root, name).parent
-                doomed = folder.with_name(f".{name}.deleted-{uuid.uuid4().hex[:8]}")
-                folder.rename(doomed)
-                shutil.rmtree(doomed, ignore_errors=True)
+                with root.folder(SKILLS.folder) as skills:
+                    # Renamed away first, so the CLI sees the whole skill or none of it. rename
+                    # moves a name: a symlink swapped in since the read is moved, not followed,
+                    # and rmtree then refuses it.
+                    doomed = f".{name}.deleted-{uuid.uuid4().hex[:8]}"
+                    skills.rename(name, doomed)
+                    skills.rmtree(doomed, ignore_errors=True)
             else:
-                kind.path(self.root, name).unlink()
+                with root.descend(folders) as folder:
+                    folder.unlink(file)
 
     def entries(self, kind: Kind, *, after: str | None = None, limit: int = 50) -> list[Entry]:
         """Entries by name, those after ``after``; files whose names the API could not address
-        (placed by hand) are left out."""
-        folder = self.root / kind.folder
-        try:
-            candidates = sorted(os.listdir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
+        (placed by hand) and files it refuses (symlinks, FIFOs, hard links) are left out. 403
+        when the kind's folder is a symlink."""
         tail = kind.folder_entry("")
-        out = []
-        for entry_name in candidates:
-            name = entry_name.removesuffix(tail) if tail else entry_name
-            if not entry_name.endswith(tail) or not NAME_RE.fullmatch(name) or (after is not None and name <= after):
-                continue
-            entry = self._read(kind, name)
-            if entry is not None:
-                out.append(entry)
-                if len(out) >= limit:
-                    break
+        out: list[Entry] = []
+        with self._reading() as root:
+            if root is None:
+                return out
+            try:
+                with root.folder(kind.folder) as folder:
+                    candidates = sorted(folder.names())
+            except (FileNotFoundError, NotADirectoryError):
+                return out
+            for entry_name in candidates:
+                name = entry_name.removesuffix(tail) if tail else entry_name
+                if (
+                    not entry_name.endswith(tail)
+                    or not NAME_RE.fullmatch(name)
+                    or (after is not None and name <= after)
+                ):
+                    continue
+                with contextlib.suppress(OutsideConfigDir):
+                    entry = self._read(root, kind, name)
+                    if entry is not None:
+                        out.append(entry)
+                        if len(out) >= limit:
+                            break
         return out
 
     # ---- a skill's other files ---------------------------------------------------------------
 
-    def _skill_dir(self, name: str) -> Path:
-        if self._read(SKILLS, check_name(name)) is None:
+    def _skill_folder(self, root: Folder | None, name: str) -> Folder:
+        """The skill's folder; 404 unless the skill (its SKILL.md) exists."""
+        if self._read(root, SKILLS, check_name(name)) is None:
             raise NotFound(f"No skill {name!r}", code="config_not_found")
-        return SKILLS.path(self.root, name).parent
+        assert root is not None
+        return root.descend([SKILLS.folder, name])
 
     def skill_files(self, name: str) -> list[str]:
-        """The other files of a skill, as paths relative to its folder (hidden ones left out)."""
-        folder = SKILLS.path(self.root, check_name(name)).parent
-        out = []
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                rel = (Path(dirpath) / filename).relative_to(folder).as_posix()
-                if not filename.startswith(".") and rel != SKILL_FILE:
-                    out.append(rel)
+        """The other files of a skill, as paths relative to its folder: plain files only, no
+        hidden ones, none deeper than a path can name (``SKILL_FILE_MAX_DEPTH``)."""
+        out: list[str] = []
+        with self._reading() as root:
+            if root is None:
+                return out
+            try:
+                with root.descend([SKILLS.folder, check_name(name)]) as folder:
+                    _walk(folder, (), out)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
         return out
 
     def read_skill_file(self, name: str, rel: str) -> bytes:
-        path = self._skill_dir(name).joinpath(*skill_file_path(rel))
-        try:
-            return path.read_bytes()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            raise NotFound(f"No file {rel!r} in skill {name!r}", code="config_not_found") from None
+        name = check_name(name)
+        *folders, file = skill_file_path(rel)
+        with self._reading() as root, self._skill_folder(root, name) as skill:
+            try:
+                with skill.descend(folders) as folder:
+                    return folder.read(file)[0]
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise NotFound(f"No file {rel!r} in skill {name!r}", code="config_not_found") from None
 
     def put_skill_file(self, name: str, rel: str, data: bytes) -> bool:
         """Create or replace one of a skill's files (folders created); returns whether it was created."""
         check_size(len(data), "file")
-        parts = skill_file_path(rel)
-        with self._locked():
-            folder = self._skill_dir(name)
-            path = folder.joinpath(*parts)
+        *folders, file = skill_file_path(rel)
+        with self._locked() as root, self._skill_folder(root, name) as skill:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except (FileExistsError, NotADirectoryError):
+                folder = skill.descend(folders, create=True)
+            except NotAFolder:
                 raise BadRequest(f"A parent of {rel!r} is a file", code="invalid_path", field="path") from None
-            if path.is_dir():
-                raise BadRequest(f"{rel!r} is a folder", code="invalid_path", field="path")
-            created = not path.exists()
-            _write_atomically(path, data)
-        return created
+            with folder:
+                st = folder.lstat(file)
+                if st is not None and stat.S_ISDIR(st.st_mode):
+                    raise BadRequest(f"{rel!r} is a folder", code="invalid_path", field="path")
+                folder.plain(file)
+                folder.write(file, data)
+        return st is None
 
     def delete_skill_file(self, name: str, rel: str) -> None:
-        parts = skill_file_path(rel)
-        with self._locked():
-            path = self._skill_dir(name).joinpath(*parts)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                try:
-                    path.unlink()
-                except (FileNotFoundError, NotADirectoryError):
-                    raise NotFound(f"No file {rel!r} in skill {name!r}", code="config_not_found") from None
+        """Remove one of a skill's files, or a folder of them (symlinks inside unlinked, not followed)."""
+        *folders, file = skill_file_path(rel)
+        with self._locked() as root, self._skill_folder(root, name) as skill:
+            try:
+                with skill.descend(folders) as folder:
+                    st = folder.lstat(file)
+                    if st is None:
+                        raise FileNotFoundError(rel)
+                    if stat.S_ISDIR(st.st_mode):
+                        folder.rmtree(file)
+                    else:
+                        folder.plain(file)
+                        folder.unlink(file)
+            except (FileNotFoundError, NotADirectoryError):
+                raise NotFound(f"No file {rel!r} in skill {name!r}", code="config_not_found") from None
 
     # ---- what a turn uses --------------------------------------------------------------------
 
     def agent_names(self) -> list[str]:
-        return sorted({*BUILTIN_AGENTS, *(e.name for e in self.entries(AGENTS, limit=10_000))})
+        """Built-in and configured agents; the built-in ones alone when the folder is refused."""
+        configured: list[Entry] = []
+        with contextlib.suppress(OutsideConfigDir):
+            configured = self.entries(AGENTS, limit=10_000)
+        return sorted({*BUILTIN_AGENTS, *(e.name for e in configured)})
+
+    def _usable(self, root: Folder | None, kind: Kind, name: str) -> bool:
+        """Whether the CLI may be pointed at the file: a plain file, no symlink on the way
+        (the CLI would follow one). Stat calls only: this runs for every turn."""
+        if root is None or not NAME_RE.fullmatch(name):
+            return False
+        folders, file = _where(kind, name)
+        try:
+            with root.descend(folders) as folder:
+                return folder.plain(file) is not None
+        except (FileNotFoundError, NotADirectoryError, OutsideConfigDir):
+            return False
 
     def choose(
         self,
@@ -280,24 +326,47 @@ class ConfigFiles:
     ) -> TurnChoice:
         """Check a request's agent and MCP servers against the configuration; 400 naming the
         unknown ones. (A file deleted between this check and the CLI's start fails that turn.)"""
-        configured = agent is not None and NAME_RE.fullmatch(agent) and AGENTS.path(self.root, agent).is_file()
-        if agent is not None and agent not in BUILTIN_AGENTS and not configured:
-            raise BadRequest(
-                f"No agent {agent!r}: configure it with PUT /api/config/agents/<name>, or use one of "
-                + ", ".join(self.agent_names()),
-                code="unknown_agent",
-                field=agent_field,
-            )
-        if len(mcp_servers) > MAX_MCP_SERVERS:
-            raise BadRequest(f"At most {MAX_MCP_SERVERS} MCP servers", code="invalid_field", field=mcp_field)
-        paths = []
-        for name in dict.fromkeys(mcp_servers):  # in order, once each
-            path = MCP_SERVERS.path(self.root, name)
-            if not NAME_RE.fullmatch(name) or not path.is_file():
+        with self._reading() as root:
+            configured = agent is not None and self._usable(root, AGENTS, agent)
+            if agent is not None and agent not in BUILTIN_AGENTS and not configured:
                 raise BadRequest(
-                    f"No MCP server {name!r}: configure it with PUT /api/config/mcp-servers/<name>",
-                    code="unknown_mcp_server",
-                    field=mcp_field,
+                    f"No agent {agent!r}: configure it with PUT /api/config/agents/<name>, or use one of "
+                    + ", ".join(self.agent_names()),
+                    code="unknown_agent",
+                    field=agent_field,
                 )
-            paths.append(str(path))
+            if len(mcp_servers) > MAX_MCP_SERVERS:
+                raise BadRequest(f"At most {MAX_MCP_SERVERS} MCP servers", code="invalid_field", field=mcp_field)
+            paths = []
+            for name in dict.fromkeys(mcp_servers):  # in order, once each
+                if not self._usable(root, MCP_SERVERS, name):
+                    raise BadRequest(
+                        f"No MCP server {name!r}: configure it with PUT /api/config/mcp-servers/<name>",
+                        code="unknown_mcp_server",
+                        field=mcp_field,
+                    )
+                paths.append(str(MCP_SERVERS.path(self.root, name)))
         return TurnChoice(agent, tuple(paths))
+
+
+def _walk(folder: Folder, prefix: tuple[str, ...], out: list[str]) -> None:
+    """Append the plain files under ``folder`` to ``out``: a folder's files first, then its
+    subfolders', each by name (as os.walk lists them)."""
+    entries = sorted((e for e in folder.scan() if not e.name.startswith(".")), key=lambda e: e.name)
+    subfolders = []
+    for entry in entries:
+        rel = (*prefix, entry.name)
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # gone since the scan
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            subfolders.append(entry.name)
+        elif stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and rel != (SKILL_FILE,):
+            out.append("/".join(rel))
+    if len(prefix) + 1 >= SKILL_FILE_MAX_DEPTH:
+        return
+    for name in subfolders:
+        # Swapped for a symlink or a file since the scan: left out like one.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError, OutsideConfigDir), folder.folder(name) as sub:
+            _walk(sub, (*prefix, name), out)
