@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import web
 
-from claude_server.appkeys import AUTHENTICATOR, BROKER, METRICS, SESSIONS, SETTINGS, STORE
+from claude_server.appkeys import AUTHENTICATOR, BROKER, CONFIG_FILES, METRICS, SESSIONS, SETTINGS, STORE
 from claude_server.auth import Authenticator
 from claude_server.broker import Broker, BrokerSettings
 from claude_server.claude.command import build_env
 from claude_server.claude.probe import probe_cli
 from claude_server.config import Settings
+from claude_server.config_files import ConfigFiles
 from claude_server.gate import Gate, GateSettings
 from claude_server.instance import InstanceLock, server_id
 from claude_server.metrics import Metrics
@@ -104,6 +105,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    # The directory is resolved here, once: see ConfigFiles.
+    app[CONFIG_FILES] = ConfigFiles(settings.claude_config_dir)
     app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(broker_ctx)

@@ -7,6 +7,7 @@ from aiohttp import web
 from claude_server.auth import Authenticator
 from claude_server.broker import Broker
 from claude_server.config import Settings
+from claude_server.config_files import ConfigFiles
 from claude_server.metrics import Metrics
 from claude_server.sessions import Sessions
 from claude_server.store import Store
@@ -17,3 +18,4 @@ BROKER = web.AppKey("BROKER", Broker)
 SESSIONS = web.AppKey("SESSIONS", Sessions)
 AUTHENTICATOR = web.AppKey("AUTHENTICATOR", Authenticator)
 METRICS = web.AppKey("METRICS", Metrics)
+CONFIG_FILES = web.AppKey("CONFIG_FILES", ConfigFiles)

@@ -23,21 +23,20 @@ from yarl import URL
 from claude_server.app import create_app
 from claude_server.claude.command import TurnOptions, build_argv
 from claude_server.config import Settings
-from claude_server.config_files import (
+from claude_server.config_content import (
     AGENTS,
     CLAUDE_MD,
     MAX_FILE_BYTES,
     MCP_SERVERS,
     RULES,
     SKILLS,
-    ConfigFiles,
     Preconditions,
-    TurnChoice,
     check_mcp_server,
     etag_of,
     parse_frontmatter,
     skill_file_path,
 )
+from claude_server.config_files import ConfigFiles, TurnChoice
 from claude_server.errors import ApiError
 from tests.helpers import JSON, data_events, parse_sse, post, session_of
 

@@ -15,13 +15,13 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from claude_server import sse
-from claude_server.appkeys import BROKER, SETTINGS, STORE
+from claude_server.appkeys import BROKER, CONFIG_FILES, SETTINGS, STORE
 from claude_server.auth import principal, wants_all
 from claude_server.compat.chat import ChatRequest, ChatTurn, start_chat
 from claude_server.compat.content import Outcome
 from claude_server.compat.conversation import Conversation
 from claude_server.compat.models import Model, ModelMap
-from claude_server.config_files import ConfigFiles, TurnChoice
+from claude_server.config_files import TurnChoice
 from claude_server.errors import ApiError, BadRequest, NotFound, UnsupportedMediaType
 from claude_server.store import SessionRow, decode_cursor
 
@@ -114,7 +114,7 @@ async def session_or_404(request: web.Request, session_id: str | None = None) ->
 def choose_config(request: web.Request, agent: str | None, mcp_servers: Sequence[str] = ()) -> TurnChoice:
     """A request's agent and MCP servers, checked (400 for unknown names). Any key may name
     them. A few stat calls, so it runs on the event loop."""
-    return ConfigFiles(request.app[SETTINGS].claude_config_dir).choose(agent, mcp_servers)
+    return request.app[CONFIG_FILES].choose(agent, mcp_servers)
 
 
 def header_choice(request: web.Request) -> TurnChoice:
@@ -125,8 +125,9 @@ def header_choice(request: web.Request) -> TurnChoice:
         if len(value) > MAX_HEADER_CHARS or not value.isprintable():
             raise BadRequest(f"{header} is not a valid header value", code="invalid_header", field=header)
     names = [n.strip() for n in values[MCP_SERVERS_HEADER].split(",") if n.strip()]
-    store = ConfigFiles(request.app[SETTINGS].claude_config_dir)
-    return store.choose(values[AGENT_HEADER] or None, names, agent_field=AGENT_HEADER, mcp_field=MCP_SERVERS_HEADER)
+    return request.app[CONFIG_FILES].choose(
+        values[AGENT_HEADER] or None, names, agent_field=AGENT_HEADER, mcp_field=MCP_SERVERS_HEADER
+    )
 
 
 # ---- the OpenAI- and Anthropic-compatible routes ----------------------------------------

@@ -1,5 +1,6 @@
 """The configuration API: agents, skills (and their files), rules, MCP servers, CLAUDE.md and
-settings.json in the Claude configuration directory (see ``claude_server.config_files``).
+settings.json in the Claude configuration directory (see ``claude_server.config_files``
+and ``claude_server.config_content``).
 
 Only admin keys may use it (every request, when the server has no keys). Requests of any key
 name what they use: ``agent`` and ``mcp_servers`` in POST /api/claude, or the headers below
@@ -16,18 +17,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from claude_server.appkeys import SETTINGS
+from claude_server.appkeys import CONFIG_FILES
 from claude_server.auth import principal
-from claude_server.config_files import (
-    MAX_FILE_BYTES,
-    NAMED_KINDS,
-    SINGLE_KINDS,
-    SKILLS,
-    ConfigFiles,
-    Entry,
-    Kind,
-    Preconditions,
-)
+from claude_server.config_content import MAX_FILE_BYTES, NAMED_KINDS, SINGLE_KINDS, SKILLS, Entry, Kind, Preconditions
+from claude_server.config_files import ConfigFiles
 from claude_server.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
 from claude_server.routes.common import (
     LIST_LIMIT,
@@ -51,7 +44,7 @@ def config_files(request: web.Request) -> ConfigFiles:
     """The store, for an admin (or anyone on a server without keys); 403 otherwise."""
     if not principal(request).admin:
         raise Forbidden("Only admin keys may read or change the server's Claude configuration", code="admin_only")
-    return ConfigFiles(request.app[SETTINGS].claude_config_dir)
+    return request.app[CONFIG_FILES]
 
 
 def preconditions(request: web.Request) -> Preconditions:
