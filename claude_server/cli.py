@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from claude_server import __version__, config, db, logs
+from claude_server import __version__, config, connections, db, logs
 from claude_server.app import create_app
 from claude_server.keys_store import KeyExists, KeyStore
 from claude_server.sessions import Sessions
@@ -109,6 +109,8 @@ def serve(settings: config.Settings) -> None:
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         access_log_class=logs.AccessLogger,
         print=None,
+        # Caps and header deadlines for connections (an event loop that wraps aiohttp's protocol).
+        **connections.run_app_options(settings),
     )
 
 
