@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import web
 
+from claude_server import connections
 from claude_server.appkeys import AUTHENTICATOR, BROKER, CONFIG_FILES, METRICS, SESSIONS, SETTINGS, STORE
 from claude_server.auth import Authenticator
 from claude_server.broker import Broker, BrokerSettings
@@ -98,16 +99,18 @@ def setup_cors(app: web.Application, routes: list[web.AbstractRoute], origins: t
 
 
 def create_app(settings: Settings) -> web.Application:
-    # Order matters: the error middleware renders what the auth middleware raises.
+    # Order matters: the connection middleware sees every request (a connection is busy while
+    # one runs); the error middleware renders what the auth middleware raises.
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[connections.connection_middleware, request_id_middleware, error_middleware, auth_middleware],
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     # The directory is resolved here, once: see ConfigFiles.
     app[CONFIG_FILES] = ConfigFiles(settings.claude_config_dir)
     app.on_response_prepare.append(on_response_prepare)
+    app.cleanup_ctx.append(connections.bad_request_log_ctx)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(broker_ctx)
     app.on_shutdown.append(on_shutdown)

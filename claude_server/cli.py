@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from claude_server import __version__, config, logs
+from claude_server import __version__, config, connections, logs
 from claude_server.app import create_app
 from claude_server.sessions import Sessions
 from claude_server.store import KeyExists, Store
@@ -110,6 +110,8 @@ def serve(settings: config.Settings) -> None:
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         access_log_class=logs.AccessLogger,
         print=None,
+        # Caps and header deadlines for connections (an event loop that wraps aiohttp's protocol).
+        **connections.run_app_options(settings),
     )
 
 

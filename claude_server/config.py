@@ -7,6 +7,7 @@ environment is built from the environment passed in here.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -103,6 +104,21 @@ def _size(text: str) -> int:
 
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _rate(text: str) -> int:
+    """Bytes per second like ``_size`` (``16K``), or 0."""
+    return 0 if text.strip() == "0" else _size(text)
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """Comma-separated addresses or networks (``127.0.0.0/8,::1``); ``none`` for none."""
+    if text.strip().lower() == "none":
+        return ()
+    parts = _csv(text)
+    for part in parts:
+        ipaddress.ip_network(part, strict=False)  # ValueError names the bad one
+    return tuple(parts)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -290,6 +306,63 @@ OPTIONS: tuple[Option, ...] = (
         _size,
         "largest file accepted by the files API (bytes; K/M/G suffixes allowed)",
     ),
+    Option(
+        "header_timeout_s",
+        "--header-timeout",
+        "CLAUDE_SERVER_HEADER_TIMEOUT",
+        15.0,
+        _positive_float,
+        "seconds a connection may take to send a request's headers, from when it opens or the request begins",
+    ),
+    Option(
+        "body_idle_timeout_s",
+        "--body-idle-timeout",
+        "CLAUDE_SERVER_BODY_IDLE_TIMEOUT",
+        30.0,
+        _positive_float,
+        "seconds a request body may go without a byte arriving",
+    ),
+    Option(
+        "body_timeout_s",
+        "--body-timeout",
+        "CLAUDE_SERVER_BODY_TIMEOUT",
+        60.0,
+        _positive_float,
+        "seconds a request body may take, plus the time its bytes earn at --body-min-rate",
+    ),
+    Option(
+        "body_min_rate_bytes_per_s",
+        "--body-min-rate",
+        "CLAUDE_SERVER_BODY_MIN_RATE",
+        16 * 1024,
+        _rate,
+        "bytes per second that earn a body more time past --body-timeout (K/M suffixes; 0: none)",
+    ),
+    Option(
+        "max_connections",
+        "--max-connections",
+        "CLAUDE_SERVER_MAX_CONNECTIONS",
+        4096,
+        _positive_int,
+        "open connections at most (lowered to what the file descriptor limit allows)",
+    ),
+    Option(
+        "max_connections_per_client",
+        "--max-connections-per-client",
+        "CLAUDE_SERVER_MAX_CONNECTIONS_PER_CLIENT",
+        256,
+        _non_negative_int,
+        "open connections per client address (IPv6: per /64) at most (0: no limit)",
+    ),
+    Option(
+        "per_client_exempt",
+        "--per-client-exempt",
+        "CLAUDE_SERVER_PER_CLIENT_EXEMPT",
+        ("127.0.0.0/8", "::1"),
+        _networks,
+        "client addresses or networks --max-connections-per-client does not apply to, comma-separated "
+        "(a local proxy or Open WebUI speaks for many users; none: every client)",
+    ),
     Option("log_format", "--log-format", "CLAUDE_SERVER_LOG_FORMAT", "text", str.lower, "text or json"),
     Option(
         "log_level",
@@ -333,6 +406,13 @@ class Settings:
     compat_models: tuple[str, ...] = DEFAULT_MODELS
     compat_system_prompt_mode: str = "append"
     compat_tool_trace: bool = False
+    header_timeout_s: float = 15.0
+    body_idle_timeout_s: float = 30.0
+    body_timeout_s: float = 60.0
+    body_min_rate_bytes_per_s: int = 16 * 1024
+    max_connections: int = 4096
+    max_connections_per_client: int = 256
+    per_client_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
     log_format: str = "text"
     log_level: str = "INFO"
     # The environment the CLI's own environment is filtered from (see claude.environment).

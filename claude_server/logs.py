@@ -60,6 +60,10 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: method, path, status, size, time, key, request id."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.method == "UNKNOWN" and response.status == 400:
+            # aiohttp's stand-in for a request it could not parse: connections.BadRequestFilter
+            # already logs those, rate-limited.
+            return
         principal = request.get(PRINCIPAL) if isinstance(request, web.Request) else None
         self.logger.info(
             "%s %s %s %s %.1fms",

@@ -1,4 +1,5 @@
-"""HTTP middlewares, outermost first: ``request_id_middleware`` (X-Request-Id),
+"""HTTP middlewares, outermost first (after ``connections.connection_middleware``, which
+holds connections and request bodies to their limits): ``request_id_middleware`` (X-Request-Id),
 ``error_middleware`` (renders every error in the shape documented in ``claude_server.errors``,
 so it also renders the 401s of the next one), ``auth_middleware`` (who is asking). Headers
 every response gets are added in ``on_response_prepare``."""
