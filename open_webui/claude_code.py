@@ -520,6 +520,7 @@ class TurnView:
         self._blocks: dict[int, str] = {}
         self._tools: dict[str, tuple[str, dict[str, Any]]] = {}
         self._denied: dict[str, str] = {}  # tool_use_id -> tool name
+        self._explained = False  # the server's error event came
 
     # -- output helpers --
     @property
@@ -647,8 +648,8 @@ class TurnView:
             if isinstance(denial, dict):
                 self._denied.setdefault(str(denial.get("tool_use_id")), str(denial.get("tool_name") or "a tool"))
         pieces: list[Piece] = []
-        if obj.get("is_error") or obj.get("subtype") not in (None, "success"):
-            pieces += self.paragraph(result_problem(obj, self.text))
+        # A failed result is followed by the server's error event, which says what it means
+        # (not logged in, an API error, a limit): that is shown instead (see finish()).
         if self._denied:
             pieces += self.paragraph(permission_hint(sorted(set(self._denied.values()))))
         return pieces
@@ -659,6 +660,7 @@ class TurnView:
         return Status(f"Waiting for a free Claude Code slot on the server{where}…")
 
     def server_error(self, error: dict[str, Any]) -> list[str]:
+        self._explained = True
         return self.problem(server_error_text(error))
 
     def problem(self, text: str) -> list[str]:
@@ -671,6 +673,10 @@ class TurnView:
         if self.result is None and not self.failed:
             self.failed = True
             return self.paragraph("⚠️ The connection to claude-server ended before Claude Code finished this turn.")
+        result = self.result or {}
+        if not self._explained and (result.get("is_error") or result.get("subtype") not in (None, "success")):
+            # A server that sent no error event after it (an older one).
+            return self.problem(result_problem(result, self.text))
         return []
 
 

@@ -516,6 +516,16 @@ def render(owui: types.ModuleType, lines: list[dict[str, Any]], **options: bool)
     return text, [p for p in pieces if isinstance(p, owui.Status)]
 
 
+def test_a_failed_result_is_explained_once_by_the_servers_error(owui: types.ModuleType) -> None:
+    view = owui.TurnView(True, False)
+    pieces = [piece for line in recorded_lines("08-not-logged-in.jsonl") for piece in view.feed(line)]
+    error = {"type": "error", "code": "not_logged_in", "message": "Claude Code is not logged in: set ANTHROPIC_API_KEY"}
+    pieces += view.server_error(error) + view.finish()
+    text = "".join(p for p in pieces if isinstance(p, str))
+    assert "claude-server: Claude Code is not logged in: set ANTHROPIC_API_KEY (not_logged_in)" in text
+    assert "stopped because" not in text and view.failed
+
+
 def test_partial_messages_are_rendered_once(owui: types.ModuleType) -> None:
     lines = recorded_lines("05-partial-messages.jsonl")
     text, _ = render(owui, lines)
