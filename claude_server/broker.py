@@ -282,6 +282,8 @@ class Broker:
         loop = asyncio.get_running_loop()
         watchdog = asyncio.create_task(self._watch(turn, proc))
         try:
+            if turn.stop_reason is not None:  # stopped while its CLI was being started
+                await proc.terminate()
             try:
                 async for batch in proc.batches():
                     turn.last_activity = loop.time()

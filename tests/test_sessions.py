@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from claude_server.app import create_app
 from claude_server.appkeys import BROKER, SESSIONS
 from claude_server.config import Settings
+from claude_server.routes import sessions as session_routes
 from tests.helpers import (
     JSON,
     data_events,
@@ -216,6 +217,18 @@ async def test_messages_are_the_recorded_conversation(client: TestClient) -> Non
     assert [t["prompt"] for t in page["turns"]] == ["first"]
     page = await (await client.get(f"/api/sessions/{sid}/messages?limit=1&cursor={page['next_cursor']}")).json()
     assert [t["prompt"] for t in page["turns"]] == ["second"] and page["next_cursor"] is None
+
+
+async def test_a_page_of_messages_holds_a_bounded_amount_of_events(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_routes, "MESSAGES_MAX_BYTES", 5000)
+    sid = await new_session(client, "@huge=6000")
+    await run_turn(client, {"prompt": "small", "session_id": sid})
+    page = await (await client.get(f"/api/sessions/{sid}/messages")).json()
+    assert [t["prompt"] for t in page["turns"]] == ["@huge=6000"]  # a turn is never split
+    page = await (await client.get(f"/api/sessions/{sid}/messages?cursor={page['next_cursor']}")).json()
+    assert [t["prompt"] for t in page["turns"]] == ["small"] and page["next_cursor"] is None
 
 
 async def test_turn_status_and_replay_of_a_finished_turn(client: TestClient) -> None:

@@ -30,6 +30,8 @@ MESSAGES_LIMIT_MAX = 100
 QUERY_MAX_CHARS = 1000
 TITLE_MAX_CHARS = 500
 METADATA_MAX_BYTES = 64 * 1024
+# A page of /messages stops adding turns past this much event data (a turn is never split).
+MESSAGES_MAX_BYTES = 16 * 1024 * 1024
 
 
 def session_detail(broker: Broker, row: SessionRow) -> dict[str, Any]:
@@ -118,10 +120,6 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def event_objects(data: list[bytes]) -> list[Any]:
-    return [json.loads(d) for d in data]
-
-
 @routes.get("/api/sessions/{session_id}/messages")
 async def session_messages(request: web.Request) -> web.Response:
     """The conversation as recorded: per turn, the prompt and every event, oldest first."""
@@ -131,13 +129,18 @@ async def session_messages(request: web.Request) -> web.Response:
     cursor = cursor_param(request, 2)
     after = (cursor[0], cursor[1]) if cursor is not None else None
     turns = await store.session_turns(row.session_id, limit=limit + 1, after=after)
+    items: list[dict[str, Any]] = []
+    size = 0
+    for t in turns[:limit]:
+        if items and size >= MESSAGES_MAX_BYTES:
+            break  # the rest on the next page: one answer holds a bounded amount of events
+        events = await turn_events(broker, t)
+        size += sum(len(e) for e in events)
+        items.append({**turn_summary(t), "prompt": t.prompt, "events": [json.loads(e) for e in events]})
     next_cursor = None
-    if len(turns) > limit:
-        turns = turns[:limit]
-        next_cursor = encode_cursor(turns[-1].started_at, turns[-1].turn_id)
-    items = []
-    for t in turns:
-        items.append({**turn_summary(t), "prompt": t.prompt, "events": await turn_events(broker, t)})
+    if len(items) < len(turns):
+        last = turns[len(items) - 1]
+        next_cursor = encode_cursor(last.started_at, last.turn_id)
     return web.json_response({"session_id": row.session_id, "turns": items, "next_cursor": next_cursor})
 
 
@@ -152,9 +155,9 @@ def turn_summary(t: TurnRow) -> dict[str, Any]:
     }
 
 
-async def turn_events(broker: Broker, t: TurnRow) -> list[Any]:
+async def turn_events(broker: Broker, t: TurnRow) -> list[bytes]:
     async with broker.follow(t, 0) as sub:
-        return event_objects([e.data for e in await sub.available()])
+        return [e.data for e in await sub.available()]
 
 
 @routes.post("/api/sessions/{session_id}/interrupt")
