@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 
-from tests.conftest import FAKE_CLI, base_environ, start_server, stop_server  # noqa: E402
+from tests.conftest import FAKE_API_KEY, FAKE_CLI, base_environ, start_server, stop_server  # noqa: E402
 from tests.fake_anthropic import FakeAnthropic  # noqa: E402
 
 ARGV = ["-p", "--verbose", "--output-format", "stream-json"]  # what the server passes
@@ -225,7 +225,7 @@ def main() -> int:
             extra = {"CLAUDE_SERVER_LOG_LEVEL": args.log_level, "PYTHONPATH": str(ROOT)}
             server = start_server(tmp / "server", FakeAnthropic(), FAKE_CLI, extra)
             (tmp / "home").mkdir()
-            env = {**base_environ(tmp / "home"), "IS_SANDBOX": "1"}
+            env = {**base_environ(tmp / "home"), "IS_SANDBOX": "1", "ANTHROPIC_API_KEY": FAKE_API_KEY}
             print(f"server {server.url} (log {args.log_level}), fake CLI {FAKE_CLI}", flush=True)
             results = bench(args, server.url, env, tmp)
         except KeyboardInterrupt:
