@@ -276,7 +276,8 @@ class Broker:
 
     # ---- running -----------------------------------------------------------------------
     def _append(self, turn: Turn, data: bytes, kind: str, name: str | None = None) -> None:
-        self.recorder.add(turn, turn.log.append(data, kind, name))
+        turn.log.append(data, kind, name)
+        self.recorder.has_new(turn)
 
     async def _run(self, turn: Turn, proc: CliProcess) -> None:
         loop = asyncio.get_running_loop()
@@ -285,6 +286,7 @@ class Broker:
             if turn.stop_reason is not None:  # stopped while its CLI was being started
                 await proc.terminate()
             try:
+                append = turn.log.append
                 async for batch in proc.batches():
                     turn.last_activity = loop.time()
                     for line in batch:
@@ -294,15 +296,17 @@ class Broker:
                                 log.info("turn %s: non-JSON line from the CLI: %.300r", turn.id, line)
                             continue
                         kind, obj = classified
-                        if turn.first_event_at is None:
-                            turn.first_event_at = turn.last_activity
-                            self.metrics.first_event.observe(turn.first_event_at - turn.started_at)
-                        if kind == "system/init" and obj is not None:
-                            await self._on_init(turn, obj)
-                        elif kind == "result" and obj is not None:
-                            turn.result = TurnResult.of(obj)
-                            turn.result_at = loop.time()
-                        self._append(turn, line, kind)
+                        if obj is not None:  # the few lines the server reads something from
+                            if kind == "system/init":
+                                await self._on_init(turn, obj)
+                            elif kind == "result":
+                                turn.result = TurnResult.of(obj)
+                                turn.result_at = loop.time()
+                        append(line, kind)
+                    if turn.first_event_at is None and turn.last_seq:
+                        turn.first_event_at = turn.last_activity
+                        self.metrics.first_event.observe(turn.first_event_at - turn.started_at)
+                    self.recorder.has_new(turn)
             except LineTooLong as exc:
                 turn.stop(StopCode.LINE_TOO_LONG, str(exc))
                 await proc.terminate()

@@ -80,6 +80,16 @@ class TurnLog:
         self._bytes += len(data)
         return event
 
+    def undurable(self, max_bytes: int) -> list[Event]:
+        """The events not yet in the store, oldest first, about ``max_bytes`` of them (at
+        least one when there is one)."""
+        start = self.durable - self._base
+        end, size = start, 0
+        while end < len(self._events) and (end == start or size < max_bytes):
+            size += len(self._events[end].data)
+            end += 1
+        return self._events[start:end]
+
     def mark_durable(self, seq: int) -> None:
         if seq > self.durable:
             self.durable = seq

@@ -13,6 +13,7 @@ from typing import Any
 # their head instead of being parsed: a full json.loads costs ~9 us for a 1 KiB line, this
 # ~1 us. Everything else (init, result, whose "type" comes last, unknown kinds) is parsed.
 _HEAD = re.compile(rb'\{\s*"type"\s*:\s*"(assistant|user|stream_event)"\s*,')
+_KINDS = {b"assistant": "assistant", b"user": "user", b"stream_event": "stream_event"}
 
 
 def parse(line: bytes) -> dict[str, Any] | None:
@@ -30,8 +31,9 @@ def classify(line: bytes) -> tuple[str, dict[str, Any] | None] | None:
     """``(kind, parsed object or None)`` for a line to forward; None for a line that is not a
     JSON object. Only lines the server reads something from (init, result, ...) are parsed."""
     head = _HEAD.match(line)
-    if head is not None and line.rstrip().endswith(b"}"):
-        return head.group(1).decode(), None
+    # endswith first: rstrip would copy a line that ends in whitespace (lines are megabytes).
+    if head is not None and (line.endswith(b"}") or line.rstrip().endswith(b"}")):
+        return _KINDS[head.group(1)], None
     obj = parse(line)
     if obj is None:
         return None

@@ -40,8 +40,20 @@ TERM_GRACE_S = 1.5
 # After the CLI exits, how long stdout may stay open (held by a stray child) before the
 # turn's leftover processes are killed so that it closes.
 EOF_GRACE_S = 1.0
-# How often wait() looks at the exit status while a pipe is still held open.
-EXIT_POLL_S = 0.01
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's protocol for a subprocess's streams, which also tells when the process
+    exited: asyncio's own ``Process.wait()`` (3.11) waits until every pipe is closed too,
+    which a stray child holding stdout can put off for as long as it lives."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
 
 
 class LineTooLong(Exception):
@@ -51,8 +63,9 @@ class LineTooLong(Exception):
 class CliProcess:
     """A running CLI. Use ``spawn``; iterate ``lines()``; ``terminate()`` or ``wait()``; ``close()``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, turn_id: str, reaper: Reaper) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, exited: asyncio.Event, turn_id: str, reaper: Reaper) -> None:
         self.proc = proc
+        self._exited = exited
         self.turn_id = turn_id
         self.reaper = reaper
         self._stderr: collections.deque[bytes] = collections.deque()
@@ -77,7 +90,10 @@ class CliProcess:
         reaper: Reaper,
     ) -> CliProcess:
         """Start the CLI in a new session (so in its own process group), prompt on stdin."""
-        proc = await asyncio.create_subprocess_exec(
+        # What asyncio.create_subprocess_exec does, with a protocol that reports the exit.
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(PIPE_BUFFER_BYTES, loop),
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -85,9 +101,9 @@ class CliProcess:
             cwd=str(cwd),
             env=dict(env),
             start_new_session=True,
-            limit=PIPE_BUFFER_BYTES,
         )
-        self = cls(proc, turn_id, reaper)
+        proc = asyncio.subprocess.Process(transport, protocol, loop)
+        self = cls(proc, protocol.exited, turn_id, reaper)
         self._widen_stdout_pipe()
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         self._tasks = [
@@ -177,20 +193,12 @@ class CliProcess:
                 yield line
 
     async def wait(self) -> int:
-        """The exit code, as soon as the CLI has exited.
-
-        asyncio's ``Process.wait()`` (3.11) also waits until every pipe is closed, which a
-        stray child that inherited stdout or stderr can put off for as long as it lives; the
-        exit status itself is known at once, so it is watched too."""
-        if self.proc.returncode is None:
-            waiter = asyncio.ensure_future(self.proc.wait())
-            try:
-                while self.proc.returncode is None and not waiter.done():
-                    await asyncio.wait({waiter}, timeout=EXIT_POLL_S)
-            finally:
-                waiter.cancel()
-        assert self.proc.returncode is not None
-        return self.proc.returncode
+        """The exit code, as soon as the CLI has exited (even while a stray child it left
+        still holds its stdout open)."""
+        await self._exited.wait()
+        returncode = self.proc.returncode
+        assert returncode is not None
+        return returncode
 
     async def terminate(self, grace_s: float = TERM_GRACE_S) -> None:
         """SIGTERM the CLI's group, wait ``grace_s``, then SIGKILL what is left of the turn."""

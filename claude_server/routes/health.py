@@ -21,6 +21,9 @@ GROUPS = ("day", "model", "key")
 # /health looks at the CLI's credentials again at most this often (`claude auth status`
 # takes 0.2-1 s).
 CREDENTIALS_MAX_AGE_S = 60.0
+# ... and at the database at most this often: a monitor polling /health many times a second
+# must not queue behind the database's work (under load the round trip was half of p99).
+DATABASE_MAX_AGE_S = 1.0
 
 
 @routes.get("/health")
@@ -29,7 +32,7 @@ async def health(request: web.Request) -> web.Response:
     credentials) or nothing can be recorded (no database)."""
     broker = request.app[BROKER]
     cli = broker.cli
-    db_ok = await request.app[STORE].ping()
+    db_ok = await request.app[STORE].ping(DATABASE_MAX_AGE_S)
     credentials = await broker.check_credentials(CREDENTIALS_MAX_AGE_S) if cli.found else None
     problems = []
     if not cli.found:

@@ -6,6 +6,7 @@ exchanges); nothing outside this package runs SQL.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from claude_server.store.compat import CompatQueries
@@ -47,6 +48,7 @@ class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._pinged: tuple[float, bool] | None = None
 
     @classmethod
     async def open(cls, path: Path | str) -> Store:
@@ -58,9 +60,14 @@ class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries
     async def close(self) -> None:
         await self.db.close()
 
-    async def ping(self) -> bool:
-        """Whether the database answers."""
+    async def ping(self, max_age_s: float = 0.0) -> bool:
+        """Whether the database answers (the last answer, when younger than ``max_age_s``)."""
+        now = time.monotonic()
+        if self._pinged is not None and now - self._pinged[0] < max_age_s:
+            return self._pinged[1]
         try:
-            return bool(await self.db.fetchval("SELECT 1") == 1)
+            ok = bool(await self.db.fetchval("SELECT 1") == 1)
         except Exception:
-            return False
+            ok = False
+        self._pinged = (now, ok)
+        return ok

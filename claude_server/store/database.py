@@ -42,6 +42,10 @@ async def _connect(path: Path, *, reader: bool) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(str(path), isolation_level=None)
     conn.row_factory = sqlite3.Row
     if not reader:
+        # Events are stored in chunks of up to a megabyte: with 4 KiB pages each chunk is a
+        # chain of 256 overflow pages, and writing a flood cost SQLite twice the CPU it
+        # does with 64 KiB pages (measured). Only a new database takes a page size.
+        await conn.execute("PRAGMA page_size=65536")
         await conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable across application crashes in WAL mode; only a power loss can lose
     # the last transactions, and it never corrupts the database.

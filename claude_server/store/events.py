@@ -23,11 +23,12 @@ INSERT_CHUNK = "INSERT OR IGNORE INTO events (turn_id, first_seq, last_seq, name
 MAX_SEQ = 2**63 - 1
 
 EventRow = tuple[str, int, str | None, bytes]  # turn_id, seq, name, data
+ChunkRow = tuple[str, int, int, str | None, bytes]  # turn_id, first_seq, last_seq, names, data
 
 
-def chunks(rows: Sequence[EventRow]) -> list[tuple[str, int, int, str | None, bytes]]:
+def chunks(rows: Sequence[EventRow]) -> list[ChunkRow]:
     """Rows of the events table for (turn_id, seq, name, data) events given in order."""
-    out: list[tuple[str, int, int, str | None, bytes]] = []
+    out: list[ChunkRow] = []
     i = 0
     while i < len(rows):
         turn_id, first = rows[i][0], rows[i][1]
@@ -52,8 +53,12 @@ class EventQueries:
 
     async def insert_events(self, rows: Sequence[EventRow]) -> None:
         """(turn_id, seq, name, data) rows, in order, in one transaction."""
+        await self.insert_chunks(chunks(rows))
+
+    async def insert_chunks(self, rows: Sequence[ChunkRow]) -> None:
+        """Rows of the events table, in one transaction."""
         async with self.db.transaction() as tx:
-            await tx.executemany(INSERT_CHUNK, chunks(rows))
+            await tx.executemany(INSERT_CHUNK, rows)
 
     async def events(self, turn_id: str, *, after: int = 0, max_bytes: int = CHUNK_BYTES) -> list[StoredEvent]:
         """A turn's events after seq ``after``, about ``max_bytes`` of them (whole events,
