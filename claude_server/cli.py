@@ -26,24 +26,49 @@ from claude_server.workspaces import Workspaces
 # How long open streams get to finish after SIGTERM/SIGINT before aiohttp cancels them.
 SHUTDOWN_TIMEOUT_S = 10.0
 
+BOOLEAN_FORMS = (
+    "A true/false setting takes true/false, 1/0, yes/no or on/off (--health-auth=false); "
+    "its flag alone means true. Every flag has a CLAUDE_SERVER_* variable; the flag wins."
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with the boolean flags put in their ``--flag=value`` form first (see
+    ``config.attach_boolean_values``), knowing the subcommands that may follow a bare flag."""
+
+    commands: frozenset[str] = frozenset()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        argv = sys.argv[1:] if args is None else args
+        return super().parse_known_args(config.attach_boolean_values(argv, self.commands), namespace)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # A usage line of its own: argparse's would list every setting, dozens of lines above
+    # each one-line error.
+    parser = Parser(
         prog="claude-server",
+        usage="%(prog)s [OPTIONS] [serve | purge | keys ...]",
         description="Run the Claude Code CLI as an HTTP service (SSE streaming, SQLite sessions).",
+        epilog=BOOLEAN_FORMS,
     )
     parser.add_argument("--version", action="version", version=f"claude-server {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = sub.add_parser("serve", help="start the server (the default)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", prog="claude-server")
+    serve = sub.add_parser(
+        "serve", help="start the server (the default)", usage="%(prog)s [OPTIONS]", epilog=BOOLEAN_FORMS
+    )
     purge = sub.add_parser(
         "purge",
         help="delete the sessions unused for longer than the retention period, now",
         description="Delete every session unused for CLAUDE_SERVER_SESSION_RETENTION_DAYS and not running: "
         "its rows, its workspace (unless another session uses it) and its transcripts.",
+        usage="%(prog)s [--dry-run] [OPTIONS]",
     )
     purge.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     keys = sub.add_parser("keys", help="create, list and revoke API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True, prog="claude-server keys")
     create = keys_sub.add_parser("create", help="create a key; its secret is shown once")
     create.add_argument("--name", required=True, help="a unique name for the key")
     create.add_argument("--admin", action="store_true", help="an admin key (may see every key's sessions)")
@@ -51,12 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key; its next request is refused")
     revoke.add_argument("key", help="the key's name or id")
+    parser.commands = frozenset(sub.choices)
     for p in (parser, serve, purge):
         config.add_arguments(p)
     # The key actions take only --db of the server's settings (--daily-budget-usd is the key's own there).
     for p in (keys, create, listing, revoke):
         p.add_argument(
-            "--db", dest="db_path", default=argparse.SUPPRESS, help="the server's database (env CLAUDE_SERVER_DB)"
+            "--db",
+            dest="db_path",
+            default=argparse.SUPPRESS,
+            help="the server's database (env CLAUDE_SERVER_DB)",
         )
     return parser
 
