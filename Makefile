@@ -19,8 +19,10 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The data (sessions.db, workspace/) in the repository, which ignores both;
+# your own CLAUDE_SERVER_DATA_DIR (or --data-dir in ARGS) still wins.
 run: setup
-	$(VENV)/bin/claude-server $(ARGS)
+	CLAUDE_SERVER_DATA_DIR="$${CLAUDE_SERVER_DATA_DIR:-$(CURDIR)}" $(VENV)/bin/claude-server $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(ARGS)

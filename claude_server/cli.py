@@ -79,13 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.commands = frozenset(sub.choices)
     for p in (parser, serve, purge):
         config.add_arguments(p)
-    # The key actions take only --db of the server's settings (--daily-budget-usd is the key's own there).
+    # The key actions take only the database location of the server's settings (--daily-budget-usd
+    # is the key's own there).
     for p in (keys, create, listing, revoke):
         p.add_argument(
             "--db",
             dest="db_path",
             default=argparse.SUPPRESS,
-            help="the server's database (env CLAUDE_SERVER_DB)",
+            help="the server's database (env CLAUDE_SERVER_DB; default: <data dir>/sessions.db)",
+        )
+        p.add_argument(
+            "--data-dir",
+            dest="data_dir",
+            default=argparse.SUPPRESS,
+            help="the server's data directory (env CLAUDE_SERVER_DATA_DIR; default: $XDG_DATA_HOME/claude-server)",
         )
     return parser
 
@@ -126,6 +133,7 @@ def serve(settings: config.Settings) -> None:
     if refusal:
         log.error("%s", refusal)
         sys.exit(2)
+    log.info("database %s, workspaces in %s", settings.db_file, settings.workspace_root_path)
     app = create_app(settings)
     log.info("claude-server %s listening on http://%s:%d", __version__, settings.host, settings.port)
     web.run_app(

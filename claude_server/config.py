@@ -25,6 +25,8 @@ MAX_PORT = 65535
 BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
+# The sub-directory of $XDG_DATA_HOME (or ~/.local/share) the data goes to by default.
+DATA_DIR_NAME = "claude-server"
 
 
 class ConfigError(ValueError):
@@ -170,15 +172,35 @@ GROUPS = (
 OPTIONS: tuple[Option, ...] = (
     Option("host", "--host", "CLAUDE_SERVER_HOST", "127.0.0.1", str, "address to listen on", "server"),
     Option("port", "--port", "CLAUDE_SERVER_PORT", 3000, _port, "port to listen on, 0 for any free one", "server"),
-    Option("db_path", "--db", "CLAUDE_SERVER_DB", "./sessions.db", str, "SQLite database file", "server"),
+    Option(
+        "data_dir",
+        "--data-dir",
+        "CLAUDE_SERVER_DATA_DIR",
+        "",
+        str,
+        "directory for the database and the workspaces, unless --db or --workspace-root say otherwise",
+        "server",
+        default_text="$XDG_DATA_HOME/claude-server, else ~/.local/share/claude-server",
+    ),
+    Option(
+        "db_path",
+        "--db",
+        "CLAUDE_SERVER_DB",
+        "",
+        str,
+        "SQLite database file",
+        "server",
+        default_text="<data dir>/sessions.db",
+    ),
     Option(
         "workspace_root",
         "--workspace-root",
         "CLAUDE_SERVER_WORKSPACE_ROOT",
-        "./workspace",
+        "",
         str,
         "directory that holds the session workspaces",
         "server",
+        default_text="<data dir>/workspace",
     ),
     Option(
         "api_keys",
@@ -427,8 +449,9 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 3000
-    db_path: str = "./sessions.db"
-    workspace_root: str = "./workspace"
+    data_dir: str = ""  # "": $XDG_DATA_HOME/claude-server (see data_dir_path)
+    db_path: str = ""  # "": <data dir>/sessions.db
+    workspace_root: str = ""  # "": <data dir>/workspace
     config_dir: str = ""
     claude_bin: str = "claude"
     turn_timeout_s: float = 3600.0
@@ -466,12 +489,33 @@ class Settings:
             object.__setattr__(self, "environ", {**self.environ, "CLAUDE_CONFIG_DIR": managed})
 
     @property
+    def home(self) -> Path:
+        """The home directory of ``environ`` (the server's user's, unless a test says otherwise)."""
+        return Path(self.environ.get("HOME") or Path.home())
+
+    @property
+    def data_dir_path(self) -> Path:
+        """Where the database and the workspaces go unless set one by one: the data directory
+        given, else ``$XDG_DATA_HOME/claude-server``, else ``~/.local/share/claude-server``
+        (not the directory the server happens to start in)."""
+        if self.data_dir:
+            given = Path(self.data_dir)
+            # A shell expands ~ only at the start of a word: not in --data-dir=~/x, nor in a quoted variable.
+            if given.parts and given.parts[0] == "~":
+                given = self.home.joinpath(*given.parts[1:])
+            return given.resolve()
+        xdg = self.environ.get("XDG_DATA_HOME", "")
+        # The XDG base directory spec: a relative $XDG_DATA_HOME is invalid and ignored.
+        base = Path(xdg) if xdg and Path(xdg).is_absolute() else self.home / ".local" / "share"
+        return base / DATA_DIR_NAME
+
+    @property
     def workspace_root_path(self) -> Path:
-        return Path(self.workspace_root).resolve()
+        return Path(self.workspace_root).resolve() if self.workspace_root else self.data_dir_path / "workspace"
 
     @property
     def db_file(self) -> Path:
-        return Path(self.db_path).resolve()
+        return Path(self.db_path).resolve() if self.db_path else self.data_dir_path / "sessions.db"
 
     @property
     def claude_config_dir(self) -> Path:
@@ -480,7 +524,7 @@ class Settings:
         configured = self.environ.get("CLAUDE_CONFIG_DIR")
         if configured:
             return Path(configured)
-        return Path(self.environ.get("HOME") or Path.home()) / ".claude"
+        return self.home / ".claude"
 
 
 def _help(opt: Option) -> str:
@@ -497,6 +541,7 @@ def _help(opt: Option) -> str:
 
 # What --help shows as a flag's value, where the setting's name would say it less well.
 _METAVARS = {
+    "data_dir": "DIR",
     "db_path": "FILE",
     "workspace_root": "DIR",
     "config_dir": "DIR",

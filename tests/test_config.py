@@ -32,7 +32,7 @@ def test_flag_beats_variable_beats_default() -> None:
     config.add_arguments(parser)
     env = {"CLAUDE_SERVER_PORT": "4000", "CLAUDE_SERVER_HOST": "0.0.0.0"}
     settings = config.load(parser.parse_args(["--port", "5000"]), env)
-    assert settings.port == 5000 and settings.host == "0.0.0.0" and settings.db_path == "./sessions.db"
+    assert settings.port == 5000 and settings.host == "0.0.0.0" and settings.db_path == ""
 
 
 def test_values_are_parsed() -> None:
@@ -164,6 +164,36 @@ def test_nothing_after_a_double_dash_is_rewritten() -> None:
         "--",
         "--health-auth",
     ]
+
+
+def test_data_goes_to_the_xdg_data_directory_by_default() -> None:
+    settings = config.load(None, {"HOME": "/home/ann"})
+    assert settings.data_dir_path == Path("/home/ann/.local/share/claude-server")
+    assert settings.db_file == Path("/home/ann/.local/share/claude-server/sessions.db")
+    assert settings.workspace_root_path == Path("/home/ann/.local/share/claude-server/workspace")
+    xdg = config.load(None, {"HOME": "/home/ann", "XDG_DATA_HOME": "/data"})
+    assert xdg.db_file == Path("/data/claude-server/sessions.db")
+    # The XDG spec: a relative XDG_DATA_HOME is invalid and ignored.
+    relative = config.load(None, {"HOME": "/home/ann", "XDG_DATA_HOME": "data"})
+    assert relative.data_dir_path == settings.data_dir_path
+
+
+def test_the_data_directory_setting_moves_both_and_explicit_paths_win(tmp_path: Path) -> None:
+    env = {"HOME": "/home/ann", "CLAUDE_SERVER_DATA_DIR": str(tmp_path)}
+    settings = config.load(None, env)
+    assert settings.db_file == tmp_path / "sessions.db" and settings.workspace_root_path == tmp_path / "workspace"
+    args = build_parser().parse_args(["--data-dir=~/srv", "--db", str(tmp_path / "x.db")])
+    settings = config.load(args, env)
+    assert settings.db_file == tmp_path / "x.db"
+    assert settings.workspace_root_path == Path("/home/ann/srv/workspace")
+    args = build_parser().parse_args(["--workspace-root", str(tmp_path / "ws")])
+    settings = config.load(args, env)
+    assert settings.workspace_root_path == tmp_path / "ws" and settings.db_file == tmp_path / "sessions.db"
+
+
+def test_the_key_commands_find_the_database_in_the_data_directory(tmp_path: Path) -> None:
+    args = build_parser().parse_args(["keys", "list", "--data-dir", str(tmp_path)])
+    assert config.load(args, {}).db_file == tmp_path / "sessions.db"
 
 
 def test_subcommand_flags_do_not_reset_main_ones() -> None:
