@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import json
 import logging
@@ -25,6 +26,8 @@ from claude_server.workspaces import Workspaces
 
 # How long open streams get to finish after SIGTERM/SIGINT before aiohttp cancels them.
 SHUTDOWN_TIMEOUT_S = 10.0
+# Connections the kernel holds for us before accept(); aiohttp's own default.
+LISTEN_BACKLOG = 128
 
 BOOLEAN_FORMS = (
     "A true/false setting takes true/false, 1/0, yes/no or on/off (--health-auth=false); "
@@ -97,6 +100,66 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class BindError(Exception):
+    """The server cannot listen where it was told to; the message says why, in one line."""
+
+
+def bind_refusal(exc: OSError, host: str, port: int) -> str:
+    """One line for why ``host``:``port`` cannot be listened on."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use; pick another with --port"
+    if exc.errno == errno.EACCES:
+        return f"no permission to listen on port {port} (ports below 1024 need root); pick another with --port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {host}: it is not an address of this machine; check --host"
+    return f"cannot listen on {host} port {port}: {exc.strerror or exc}"
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` names (``localhost``: 127.0.0.1 and ::1),
+    bound here so that a refusal is one line before anything starts (BindError). With port 0
+    every address gets the port the first one got."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot listen on {host!r}: {exc.strerror}; check --host") from None
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, str]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, str(address[0])) in seen:
+                continue
+            seen.add((family, str(address[0])))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            # Without it a restart fails for a minute while the old connections sit in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # Else :: takes the IPv4 addresses too and 0.0.0.0 next to it is "in use".
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            try:
+                sock.bind(address)
+                # Listening now, not when aiohttp starts: with SO_REUSEADDR two servers may
+                # both bind a port that nobody listens on yet.
+                sock.listen(LISTEN_BACKLOG)
+            except OSError as exc:
+                raise BindError(bind_refusal(exc, host, port)) from None
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def socket_url(sock: socket.socket) -> str:
+    """``http://127.0.0.1:3000``, ``http://[::1]:3000``: where a bound socket listens."""
+    address, port = sock.getsockname()[:2]
+    return f"http://[{address}]:{port}" if sock.family == socket.AF_INET6 else f"http://{address}:{port}"
+
+
 def is_loopback(host: str) -> bool:
     """True when every address ``host`` names is a loopback address."""
     try:
@@ -127,25 +190,36 @@ def check_exposure(settings: config.Settings) -> str | None:
 
 
 def serve(settings: config.Settings) -> None:
+    """Run the server until SIGTERM or SIGINT. Refusals (exposure: status 2; the address:
+    status 1) are one log line, and "listening" is logged only once it is true."""
     logs.setup(settings.log_level, settings.log_format)
     log = logging.getLogger("claude_server")
     refusal = check_exposure(settings)
     if refusal:
         log.error("%s", refusal)
         sys.exit(2)
+    try:
+        sockets = bind_sockets(settings.host, settings.port)
+    except BindError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
     log.info("database %s, workspaces in %s", settings.db_file, settings.workspace_root_path)
     app = create_app(settings)
-    log.info("claude-server %s listening on http://%s:%d", __version__, settings.host, settings.port)
+    urls = ", ".join(socket_url(sock) for sock in sockets)
+
+    def listening(_banner: str) -> None:
+        # run_app calls this once every site has started, after the app's startup.
+        log.info("claude-server %s listening on %s", __version__, urls)
+
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        sock=sockets,
         # Without it aiohttp does not cancel a handler whose client went away, and a silent
         # CLI would outlive its client.
         handler_cancellation=True,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         access_log_class=logs.AccessLogger,
-        print=None,
+        print=listening,
     )
 
 

@@ -1,12 +1,23 @@
-"""The command line as a new user meets it: usage errors in one line, a --help in groups."""
+"""The command line as a new user meets it: usage errors in one line, a --help in groups, a
+busy port in one line, "listening" only once it is, and the data out of the start directory."""
 
 from __future__ import annotations
 
+import errno
 import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from claude_server import cli, config
+from tests.conftest import FAKE_CLI, base_environ
+
+LISTENING_RE = re.compile(r"claude-server \S+ listening on http://127\.0\.0\.1:(\d+)$", re.M)
+START_TIMEOUT_S = 30.0
 
 
 def usage_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -75,4 +86,85 @@ def test_help_groups_the_settings_and_names_their_variables(
         # A flag's entry runs until the next flag or group title.
         entry = re.search(rf"^  {re.escape(opt.flag)} (.*?)(?=^  -|^\S|\Z)", text, re.M | re.S)
         assert entry is not None and f"env {opt.env}" in " ".join(entry.group(1).split()), opt.flag
+    assert "--db FILE" in text and "default: <data dir>/sessions.db" in text
     assert "--health-auth [BOOL]" in text
+
+
+def test_bind_refusals_are_one_sentence() -> None:
+    refuse = cli.bind_refusal
+    assert refuse(OSError(errno.EADDRINUSE, "in use"), "127.0.0.1", 3000) == (
+        "port 3000 is in use; pick another with --port"
+    )
+    assert refuse(OSError(errno.EACCES, "denied"), "127.0.0.1", 80) == (
+        "no permission to listen on port 80 (ports below 1024 need root); pick another with --port"
+    )
+    assert refuse(OSError(errno.EADDRNOTAVAIL, "na"), "10.9.9.9", 3000) == (
+        "cannot listen on 10.9.9.9: it is not an address of this machine; check --host"
+    )
+
+
+def test_port_zero_gives_every_address_the_same_port() -> None:
+    sockets = cli.bind_sockets("localhost", 0)
+    try:
+        ports = {sock.getsockname()[1] for sock in sockets}
+        assert len(ports) == 1 and ports != {0}
+        assert cli.socket_url(sockets[0]).startswith("http://")
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def run_server(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    """``python -m claude_server`` with the fake CLI, started in ``cwd`` with ``cwd/home`` as
+    HOME and no data setting: where a new user would start it. Output goes to ``cwd/log``."""
+    (cwd / "home").mkdir(exist_ok=True)
+    env = {**base_environ(cwd / "home"), "CLAUDE_SERVER_CLAUDE_BIN": str(FAKE_CLI)}
+    with (cwd / "log").open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "claude_server", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = run_server(tmp_path, "--port", str(port))
+        assert proc.wait(START_TIMEOUT_S) == 1
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].endswith(f"ERROR claude_server: port {port} is in use; pick another with --port")
+
+
+def test_an_unknown_host_is_one_line(tmp_path: Path) -> None:
+    proc = run_server(tmp_path, "--host", "no-such-host.invalid", "--insecure-no-auth")
+    assert proc.wait(START_TIMEOUT_S) == 1
+    lines = (tmp_path / "log").read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert "cannot listen on 'no-such-host.invalid'" in lines[0] and lines[0].endswith("check --host")
+
+
+def test_listening_is_logged_with_the_real_port_once_started_and_the_data_is_not_in_the_start_directory(
+    tmp_path: Path,
+) -> None:
+    proc = run_server(tmp_path, "--port", "0")
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (found := LISTENING_RE.search((tmp_path / "log").read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()
+            time.sleep(0.05)
+        port = int(found.group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        proc.terminate()
+        proc.wait(START_TIMEOUT_S)
+    log = (tmp_path / "log").read_text()
+    data = tmp_path / "home" / ".local" / "share" / "claude-server"
+    assert f"database {data / 'sessions.db'}, workspaces in {data / 'workspace'}" in log
+    # After the app's start-up (the CLI probe, the migrations), not before.
+    assert log.index("Claude Code CLI") < log.index("listening on")
+    assert log.count("listening on") == 1
+    assert (data / "sessions.db").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "log"]
