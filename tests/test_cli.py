@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,31 +115,44 @@ def test_port_zero_gives_every_address_the_same_port() -> None:
             sock.close()
 
 
-def run_server(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+@pytest.fixture
+def servers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """The servers a test starts; any still running at its end is killed, pass or fail."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_server(servers: list[subprocess.Popen[bytes]], cwd: Path, *args: str) -> subprocess.Popen[bytes]:
     """``python -m claude_server`` with the fake CLI, started in ``cwd`` with ``cwd/home`` as
     HOME and no data setting: where a new user would start it. Output goes to ``cwd/log``."""
     (cwd / "home").mkdir(exist_ok=True)
     env = {**base_environ(cwd / "home"), "CLAUDE_SERVER_CLAUDE_BIN": str(FAKE_CLI)}
     with (cwd / "log").open("wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "claude_server", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
         )
+    servers.append(proc)
+    return proc
 
 
-def test_a_busy_port_is_one_line(tmp_path: Path) -> None:
+def test_a_busy_port_is_one_line(tmp_path: Path, servers: list[subprocess.Popen[bytes]]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        proc = run_server(tmp_path, "--port", str(port))
+        proc = run_server(servers, tmp_path, "--port", str(port))
         assert proc.wait(START_TIMEOUT_S) == 1
     lines = (tmp_path / "log").read_text().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].endswith(f"ERROR claude_server: port {port} is in use; pick another with --port")
 
 
-def test_an_unknown_host_is_one_line(tmp_path: Path) -> None:
-    proc = run_server(tmp_path, "--host", "no-such-host.invalid", "--insecure-no-auth")
+def test_an_unknown_host_is_one_line(tmp_path: Path, servers: list[subprocess.Popen[bytes]]) -> None:
+    proc = run_server(servers, tmp_path, "--host", "no-such-host.invalid", "--insecure-no-auth")
     assert proc.wait(START_TIMEOUT_S) == 1
     lines = (tmp_path / "log").read_text().splitlines()
     assert len(lines) == 1, lines
@@ -146,9 +160,9 @@ def test_an_unknown_host_is_one_line(tmp_path: Path) -> None:
 
 
 def test_listening_is_logged_with_the_real_port_once_started_and_the_data_is_not_in_the_start_directory(
-    tmp_path: Path,
+    tmp_path: Path, servers: list[subprocess.Popen[bytes]]
 ) -> None:
-    proc = run_server(tmp_path, "--port", "0")
+    proc = run_server(servers, tmp_path, "--port", "0")
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not (found := LISTENING_RE.search((tmp_path / "log").read_text())):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,9 +52,9 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     pytest.fail(f"{url} did not answer within {START_TIMEOUT_S}s:\n{log.read_text(errors='replace')}")
 
 
-def processes_mentioning(text: str) -> list[str]:
-    """The live processes whose environment or command line contains ``text``."""
-    found = []
+def processes_mentioning(text: str) -> dict[int, str]:
+    """The live processes (pid: command line) whose environment or command line contains ``text``."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -63,8 +65,18 @@ def processes_mentioning(text: str) -> list[str]:
         except OSError:  # gone meanwhile, or not ours to read
             continue
         if text.encode() in seen and "\nState:\tZ" not in status:
-            found.append(f"{entry.name}: {cmdline.replace(NUL, b' ').decode(errors='replace')}")
+            found[int(entry.name)] = cmdline.replace(NUL, b" ").decode(errors="replace")
     return found
+
+
+@pytest.fixture(autouse=True)
+def no_strays(tmp_path: Path) -> Iterator[None]:
+    """Whatever a test's demo left running (a failure midway, say) is killed afterwards: its
+    processes carry the test's TMPDIR (see start_demo)."""
+    yield
+    for pid in processes_mentioning(str(tmp_path / "tmp")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def start_demo(tmp_path: Path, cli: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -93,7 +105,7 @@ def start_demo(tmp_path: Path, cli: Path) -> tuple[subprocess.Popen[bytes], str,
 
 def assert_all_gone(tmp_path: Path, proc: subprocess.Popen[bytes], log: Path, port: str) -> None:
     assert proc.returncode == 0, log.read_text(errors="replace")
-    assert processes_mentioning(str(tmp_path / "tmp")) == []
+    assert processes_mentioning(str(tmp_path / "tmp")) == {}
     assert list((tmp_path / "tmp").glob("claude-server-demo-*")) == []  # its temporary data directory went too
     with pytest.raises(OSError):
         get(f"http://127.0.0.1:{port}/health", timeout_s=0.5)
@@ -123,7 +135,7 @@ def test_the_fake_anthropic_api_runs_as_a_script_from_the_repository() -> None:
 
 def test_ctrl_c_stops_the_demo_the_server_and_the_fake(tmp_path: Path) -> None:
     proc, url, log = start_demo(tmp_path, FAKE_CLI)
-    assert processes_mentioning(str(tmp_path / "tmp")) != []
+    assert processes_mentioning(str(tmp_path / "tmp")) != {}
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     proc.wait(STOP_TIMEOUT_S)
     assert_all_gone(tmp_path, proc, log, url.rsplit(":", 1)[1])
