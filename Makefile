@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run demo test lint bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -19,17 +19,23 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The data (sessions.db, workspace/) in the repository, which ignores both;
+# your own CLAUDE_SERVER_DATA_DIR (or --data-dir in ARGS) still wins.
 run: setup
-	$(VENV)/bin/claude-server $(ARGS)
+	CLAUDE_SERVER_DATA_DIR="$${CLAUDE_SERVER_DATA_DIR:-$(CURDIR)}" $(VENV)/bin/claude-server $(ARGS)
+
+# The server against the fake Anthropic API: try it without an Anthropic key.
+demo: setup
+	$(PY) scripts/demo.py $(ARGS)
 
 test: setup
 	$(PY) -m pytest $(ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff format --check claude_server tests bench open_webui
-	$(VENV)/bin/ruff check claude_server tests bench open_webui
+	$(VENV)/bin/ruff format --check claude_server tests bench open_webui scripts
+	$(VENV)/bin/ruff check claude_server tests bench open_webui scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict open_webui/claude_code.py
+	$(VENV)/bin/mypy --strict open_webui/claude_code.py scripts/demo.py
 
 bench: setup
 	$(PY) bench/latency.py

@@ -12,8 +12,9 @@ The "model" is deterministic and scripted by the newest user text:
 - ``[[big: <bytes>]]``: the answer is that many ``x`` characters (after the echo).
 
 Every request body (and its headers) is recorded in ``FakeAnthropic.requests``.
-Run it in-process (``FakeAnthropic().start()`` in a thread of its own) or as a script:
-``python tests/fake_anthropic.py --port 8123``.
+Run it in-process (``FakeAnthropic().start()`` in a thread of its own) or as a script with
+the project's environment (``make setup``): ``.venv/bin/python tests/fake_anthropic.py
+--port 8123``; ``make demo`` runs it together with the server.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ import asyncio
 import itertools
 import json
 import re
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+try:
+    from aiohttp import web
+except ModuleNotFoundError:  # run as a script by a Python without the project's packages
+    if __name__ != "__main__":
+        raise
+    sys.exit("aiohttp is missing: run this with the project's environment, .venv/bin/python (make setup)")
 
 CHUNK_CHARS = 8
 BASH_RE = re.compile(r"\[\[bash:\s*(.*?)\]\]", re.S)
@@ -270,7 +277,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8123)
     args = parser.parse_args()
     fake = FakeAnthropic(host=args.host, port=args.port)
-    web.run_app(fake.make_app(), host=args.host, port=args.port, print=None)
+
+    def listening(_banner: str) -> None:
+        print(f"fake Anthropic API listening on {fake.base_url}", flush=True)
+
+    web.run_app(fake.make_app(), host=args.host, port=args.port, print=listening)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, fake_api: FakeAnthropic) ->
     # aiohttp itself logs the requests it rejects as malformed HTTP (400s); what must never
     # appear is an error of ours.
     log = running.log_text()
-    assert "unhandled error" not in log and "claude_server" not in log.split("Traceback", 1)[-1], log[-5000:]
+    assert "unhandled error" not in log, log[-5000:]
+    assert "Traceback" not in log or "claude_server" not in log.split("Traceback", 1)[1], log[-5000:]
 
 
 def request(
