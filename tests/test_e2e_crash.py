@@ -185,6 +185,14 @@ async def test_kill_9_loses_nothing_a_client_saw_and_reuses_no_seq(
         restarted = await asyncio.to_thread(start_server, tmp_path, fake_api, FAKE_CLI, extra_env)
         for turn in held:
             await check_recovered(http, restarted, turn)
+        # A turn killed before its CLI reported a session leaves no workspace behind.
+        sessions = (await get_json(http, f"{restarted.url}/api/sessions"))["sessions"]
+        kept = {
+            Path((await get_json(http, f"{restarted.url}/api/sessions/{s['session_id']}"))["workspace_path"]).resolve()
+            for s in sessions
+        }
+        left = {path.resolve() for path in restarted.workspace_root.iterdir()}
+        assert left == kept, (left, kept)
     finally:
         for turn in held:
             kill_leftovers(turn.turn_id)
