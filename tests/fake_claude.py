@@ -17,6 +17,7 @@ Directives anywhere in the prompt change what it does (all can be combined):
 ``@exit=N``           exit with N right after init, without a result
 ``@die-before-init``  print an error on stderr and exit 2 before init
 ``@sleep=S``          stay silent S seconds after init
+``@delay-init=S``     stay silent S seconds before init (a CLI that is slow to start)
 ``@ignore-term``      ignore SIGTERM
 ``@grandchild``       right after init, start a process in a session of its own (as the CLI
                       starts Bash tools) that sleeps for a minute, and print an assistant
@@ -194,6 +195,10 @@ def main() -> int:
     if directive(prompt, "die-before-init") is not None:
         print("fatal: the fake CLI died before init", file=sys.stderr)
         return 2
+
+    delay_init = directive(prompt, "delay-init")
+    if delay_init:
+        time.sleep(float(delay_init))
 
     agent = flag_value(argv, "--agent")
     if agent is not None and agent not in BUILTIN_AGENTS and not (config_dir() / "agents" / f"{agent}.md").is_file():
