@@ -170,9 +170,19 @@ OPTIONS: tuple[Option, ...] = (
         "cors_origins",
         "--cors-origins",
         "CLAUDE_SERVER_CORS_ORIGINS",
-        ("*",),
+        (),
         _csv,
-        "comma-separated allowed origins",
+        "origins (scheme://host[:port]) whose pages may call the server, comma-separated; "
+        "* for any, which needs an API key (default: none)",
+    ),
+    Option(
+        "allowed_hosts",
+        "--allowed-hosts",
+        "CLAUDE_SERVER_ALLOWED_HOSTS",
+        (),
+        _csv,
+        "more names the server answers to in Host besides loopback, IP addresses and its own names, "
+        "comma-separated (.example.com: it and its subdomains; *: any, behind a proxy that rewrites Host)",
     ),
     Option(
         "max_body_bytes",
@@ -387,7 +397,8 @@ class Settings:
     claude_bin: str = "claude"
     turn_timeout_s: float = 3600.0
     inactivity_timeout_s: float = 600.0
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 16 * MIB
     child_env: tuple[str, ...] = ()
     session_retention_days: float = 30.0
