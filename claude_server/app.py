@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import web
 
-from claude_server import connections
+from claude_server import connections, origin
 from claude_server.appkeys import AUTHENTICATOR, BROKER, CONFIG_FILES, METRICS, SESSIONS, SETTINGS, STORE
 from claude_server.auth import Authenticator
 from claude_server.broker import Broker, BrokerSettings
@@ -86,6 +86,10 @@ async def on_shutdown(app: web.Application) -> None:
 
 
 def setup_cors(app: web.Application, routes: list[web.AbstractRoute], origins: tuple[str, ...]) -> None:
+    """Grant CORS to ``origins`` on every route; with none, no route sends a CORS header (and
+    ``origin_middleware`` answers every preflight)."""
+    if not origins:
+        return
     options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         allow_credentials=False,
         expose_headers="*",
@@ -99,13 +103,27 @@ def setup_cors(app: web.Application, routes: list[web.AbstractRoute], origins: t
 
 
 def create_app(settings: Settings) -> web.Application:
-    # Order matters: the connection middleware sees every request (a connection is busy while
-    # one runs); the error middleware renders what the auth middleware raises.
+    # Order matters, outermost first:
+    # 1. connection_middleware sees every request (a connection is busy while one runs);
+    # 2. request_id_middleware, so that every answer below carries X-Request-Id;
+    # 3. error_middleware renders what the next two raise, in the shape of the route's API;
+    # 4. origin_middleware refuses foreign Host names and pages of other origins before
+    #    anything looks at credentials or runs a handler (a preflight is answered by
+    #    aiohttp_cors's handler, so one it refuses gets no grant);
+    # 5. auth_middleware: who is asking.
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[connections.connection_middleware, request_id_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            connections.connection_middleware,
+            request_id_middleware,
+            error_middleware,
+            origin.origin_middleware,
+            auth_middleware,
+        ],
     )
     app[SETTINGS] = settings
+    # Built here so that an allowed host that is no name stops the start (ConfigError).
+    app[origin.ORIGIN_POLICY] = origin.OriginPolicy.of(settings)
     app[METRICS] = Metrics()
     # The directory is resolved here, once: see ConfigFiles.
     app[CONFIG_FILES] = ConfigFiles(settings.claude_config_dir)

@@ -181,14 +181,24 @@ async def keys_in_database(path: Path) -> bool:
 
 
 def check_exposure(settings: config.Settings) -> str | None:
-    """Why the server must not start, or None: without any key it only listens on loopback."""
-    if settings.insecure_no_auth or is_loopback(settings.host):
+    """Why the server must not start, or None: without any key it only listens on loopback,
+    and it does not grant CORS to every origin (``*``)."""
+    reachable = not (settings.insecure_no_auth or is_loopback(settings.host))
+    # Any web page the user visits could then run commands as this user: there is no safe
+    # way to run so, hence no flag for it (--insecure-no-auth is about who can connect).
+    any_origin = "*" in settings.cors_origins
+    if not (reachable or any_origin):
         return None
     if settings.api_keys or bool(asyncio.run(keys_in_database(settings.db_file))):
         return None
+    if reachable:
+        return (
+            f"refusing to listen on {settings.host} without any API key: set CLAUDE_SERVER_API_KEYS or create "
+            "one with `claude-server keys create`, or pass --insecure-no-auth to run open"
+        )
     return (
-        f"refusing to listen on {settings.host} without any API key: set CLAUDE_SERVER_API_KEYS or create one "
-        "with `claude-server keys create`, or pass --insecure-no-auth to run open"
+        "refusing to start with CLAUDE_SERVER_CORS_ORIGINS=* and no API key: every web page could use the "
+        "server; list your frontends' origins instead (scheme://host:port), or create a key"
     )
 
 
@@ -222,7 +232,11 @@ def serve(settings: config.Settings) -> None:
         log.error("%s", exc)
         sys.exit(1)
     log.info("database %s, workspaces in %s", settings.db_file, settings.workspace_root_path)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except config.ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
     app.on_startup.append(freeze_gc)
     urls = ", ".join(socket_url(sock) for sock in sockets)
 

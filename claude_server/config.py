@@ -42,7 +42,8 @@ class Settings:
     claude_bin: str = "claude"
     turn_timeout_s: float = 3600.0
     inactivity_timeout_s: float = 600.0
-    cors_origins: tuple[str, ...] = ("*",)
+    cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 16 * MIB
     child_env: tuple[str, ...] = ()
     session_retention_days: float = 30.0
@@ -141,6 +142,7 @@ _METAVARS = {
     "claude_bin": "PATH",
     "api_keys": "KEYS",
     "cors_origins": "ORIGINS",
+    "allowed_hosts": "HOSTS",
     "permission_modes": "MODES",
     "child_env": "NAMES",
     "daily_budget_usd": "USD",

@@ -1,8 +1,9 @@
 """HTTP middlewares, outermost first (after ``connections.connection_middleware``, which
 holds connections and request bodies to their limits): ``request_id_middleware`` (X-Request-Id),
 ``error_middleware`` (renders every error in the shape documented in ``claude_server.errors``,
-so it also renders the 401s of the next one), ``auth_middleware`` (who is asking). Headers
-every response gets are added in ``on_response_prepare``."""
+so it also renders the refusals of ``origin.origin_middleware``, which comes next, and the 401s
+of the last one), ``auth_middleware`` (who is asking). ``app.create_app`` writes the order down.
+Headers every response gets are added in ``on_response_prepare``."""
 
 from __future__ import annotations
 

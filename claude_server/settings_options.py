@@ -130,10 +130,23 @@ OPTIONS: tuple[Option, ...] = (
         "cors_origins",
         "--cors-origins",
         "CLAUDE_SERVER_CORS_ORIGINS",
-        ("*",),
+        (),
         _csv,
-        "comma-separated allowed origins",
+        "origins (scheme://host[:port]) whose pages may call the server, comma-separated; "
+        "* for any, which needs an API key",
         "security",
+        default_text="none",
+    ),
+    Option(
+        "allowed_hosts",
+        "--allowed-hosts",
+        "CLAUDE_SERVER_ALLOWED_HOSTS",
+        (),
+        _csv,
+        "more names the server answers to in Host besides loopback, IP addresses and its own names, "
+        "comma-separated (.example.com: it and its subdomains; *: any, behind a proxy that rewrites Host)",
+        "security",
+        default_text="none",
     ),
     Option(
         "allow_skip_permissions",

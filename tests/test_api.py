@@ -462,7 +462,8 @@ async def test_api_errors_the_cli_gave_up_on_have_codes(client: TestClient, stat
     assert resp.status == http and (await resp.json())["error"]["code"] == code
 
 
-async def test_cors(client: TestClient) -> None:
+async def test_cors(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    client = await aiohttp_client(create_app(replace(settings, cors_origins=("http://chat.example",))))
     pre = await client.options(
         "/api/claude",
         headers={
@@ -472,10 +473,10 @@ async def test_cors(client: TestClient) -> None:
         },
     )
     assert pre.status == 200
-    assert pre.headers["Access-Control-Allow-Origin"] in ("*", "http://chat.example")
+    assert pre.headers["Access-Control-Allow-Origin"] == "http://chat.example"
     resp = await post(client, {"prompt": "cors"}, {**JSON, "Origin": "http://chat.example"})
     await resp.read()
-    assert resp.headers["Access-Control-Allow-Origin"] in ("*", "http://chat.example")
+    assert resp.headers["Access-Control-Allow-Origin"] == "http://chat.example"
     assert "X-Turn-Id" in resp.headers.get("Access-Control-Expose-Headers", "")
 
 

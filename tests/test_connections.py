@@ -22,7 +22,9 @@ from claude_server.connections import ACCEPTING_FDS, BadRequestFilter, Limits, R
 from tests.conftest import FAKE_CLI, RunningServer, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
 
-HEAD = b"POST /api/claude HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+HEAD = (
+    b"POST /api/claude HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+)
 
 
 def address(server: RunningServer) -> tuple[str, int]:
@@ -114,7 +116,7 @@ def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(time
 
 def test_a_request_head_that_never_completes_is_closed(timeouts: RunningServer) -> None:
     with connect(timeouts) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
         started = time.monotonic()
         try:
             for _ in range(100):  # a header byte every 0.1 s: progress, never an end
@@ -129,7 +131,7 @@ def test_a_request_head_that_never_completes_is_closed(timeouts: RunningServer) 
 
 def test_the_next_request_on_a_kept_alive_connection_has_the_same_deadline(timeouts: RunningServer) -> None:
     with connect(timeouts) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         sock.settimeout(5)
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
         sock.sendall(b"GET /health HTTP/1.1\r\n")  # and no more
@@ -190,7 +192,8 @@ def test_a_fast_upload_outlives_the_body_timeout_and_a_slow_one_does_not(timeout
 
     with connect(timeouts) as sock:  # the same upload at 4 KiB/s, under the 16 KiB/s minimum
         sock.sendall(
-            f"PUT /api/sessions/{session}/files/slow.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode()
+            f"PUT /api/sessions/{session}/files/slow.bin HTTP/1.1\r\n"
+            f"Host: localhost\r\nContent-Length: {size}\r\n\r\n".encode()
         )
         sock.settimeout(0.25)
         data, started = b"", time.monotonic()
@@ -220,7 +223,7 @@ def test_a_half_open_flood_holds_few_descriptors_and_health_still_answers(
         for i in range(2000):
             sock = connect(server)
             if i % 2:
-                sock.send(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # half a request head
+                sock.send(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # half a request head
             flood.append(sock)
             if i % 250 == 249:
                 most = max(most, fd_count(server.proc.pid))
@@ -241,7 +244,7 @@ def test_a_half_open_flood_holds_few_descriptors_and_health_still_answers(
 def kept_alive(server: RunningServer, source: str = "127.0.0.1") -> socket.socket:
     """A connection that has had one answer and stays open, idle."""
     sock = connect(server, source)
-    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert sock.recv(65536).startswith(b"HTTP/1.1 200")
     return sock
 
@@ -251,7 +254,7 @@ def test_a_client_over_its_cap_is_answered_503_at_once(capped: RunningServer) ->
     try:
         started = time.monotonic()
         with connect(capped) as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             data, _ = read_all(sock, timeout=5)
         took = time.monotonic() - started
         assert status_of(data) == 503 and b"Retry-After: 1" in data, data
@@ -259,7 +262,7 @@ def test_a_client_over_its_cap_is_answered_503_at_once(capped: RunningServer) ->
         assert took < 0.5, took
         # Another address has its own count.
         with connect(capped, source="127.0.0.2") as other:
-            other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            other.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             assert status_of(read_all(other, timeout=5)[0]) == 200
     finally:
         for sock in held:
@@ -278,7 +281,7 @@ def test_at_the_total_cap_idle_connections_make_room_and_busy_ones_do_not(capped
                 busy.append(sock)
         time.sleep(0.3)
         with connect(capped, source="127.0.0.3") as sock:
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
             data, _ = read_all(sock, timeout=5)
         assert status_of(data) == 503, data
         assert "as many connections" in error_of(data)["message"]
@@ -299,10 +302,10 @@ def test_at_the_total_cap_idle_connections_make_room_and_busy_ones_do_not(capped
 # ---- logs ---------------------------------------------------------------------------------
 
 BAD_REQUESTS = [
-    b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n",
     b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
     b"G\x01T / HTTP/1.1\r\n\r\n",
     b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     b"GET / HTTP/9.9\r\n\r\n",

@@ -123,7 +123,9 @@ async def raw_status(server: RunningServer, method: str, target: str, body: byte
     url = URL(server.url)
     reader, writer = await asyncio.open_connection(url.host, url.port)
     try:
-        head = f"{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        head = (
+            f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
         writer.write(head.encode() + body)
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 10)

@@ -27,7 +27,7 @@ async def session_with_workspace(client: TestClient) -> tuple[str, Path]:
 async def raw_request(client: TestClient, method: str, target: str, body: bytes = b"") -> tuple[int, bytes]:
     """Send the request line exactly as written: a client library would normalise the path."""
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    head = f"{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = f"{method} {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
     writer.write(head.encode() + body)
     await writer.drain()
     data = await reader.read()
