@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from claude_server.claude import events
@@ -31,10 +30,11 @@ from claude_server.errors import Conflict, ServiceUnavailable
 from claude_server.gate import Gate
 from claude_server.metrics import Metrics
 from claude_server.occupancy import Occupancy
-from claude_server.outcome import StopCode, TurnError, TurnResult, TurnStatus, own_cost
+from claude_server.outcome import StopCode, TurnResult, TurnStatus, own_cost
 from claude_server.placement import record_session, resolve_session, workspace_for
 from claude_server.principal import OPEN, Principal
 from claude_server.recorder import Recorder
+from claude_server.recovery import recover
 from claude_server.store import ConversationTaken, Store, TurnRow
 from claude_server.turn import Subscription, Turn
 from claude_server.workspaces import Workspaces
@@ -105,30 +105,8 @@ class Broker:
         self.recorder.start()
 
     async def recover(self) -> None:
-        """Turns a previous server process left running are marked ``interrupted`` (their
-        followers read an ``interrupted`` error at the end of the log), and every process
-        still carrying one of their markers is killed. Only ever turns of servers that are
-        gone: one server owns a database (see ``instance``)."""
-        error = TurnError(StopCode.INTERRUPTED, "The server stopped while this turn was running")
-        rows = await self.store.interrupt_unfinished(error.to_json(), self.settings.server_id)
-        if not rows:
-            return
-        killed = await self.reaper.sweep({row.turn_id for row in rows})
-        servers = sorted({row.server_id or "an earlier version" for row in rows})
-        log.warning(
-            "marked %d turn(s) of a server that is gone (%s) interrupted; killed %d leftover process(es)",
-            len(rows),
-            ", ".join(servers),
-            killed,
-        )
-        for row in rows:
-            await self._discard_orphan_workspace(row)
-
-    async def _discard_orphan_workspace(self, row: TurnRow) -> None:
-        workspace = Path(row.workspace_path)
-        orphan = row.session_id is None and self.workspaces.is_session_dir(workspace)
-        if orphan and not await self.store.workspace_users(row.workspace_path):
-            await asyncio.to_thread(self.workspaces.remove, workspace)
+        """Clean up after a server that is gone (see ``recovery``)."""
+        await recover(self.store, self.reaper, self.workspaces, self.settings.server_id)
 
     # ---- starting ----------------------------------------------------------------------
     def deleting(self, session_id: str) -> contextlib.AbstractContextManager[None]:

@@ -234,6 +234,9 @@ async def check_recovered(http: aiohttp.ClientSession, server: RunningServer, he
     turn = await get_json(http, f"{server.url}/api/turns/{turn_id}")
     assert turn["status"] == "interrupted", turn
     assert turn["error"]["code"] == "interrupted", turn
+    # What the CLI's result said the turn cost counts for this turn (the fake: 0.001 a turn).
+    got_result = any(ev.event is None and ev.json().get("type") == "result" for ev in whole)
+    assert turn["cost_usd"] == (0.001 if got_result else None), turn
     assert turn["last_seq"] == seqs[-1], turn
 
     # Nothing more for a client that holds the whole log.

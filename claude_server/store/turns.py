@@ -90,6 +90,21 @@ class TurnQueries:
             ),
         )
 
+    async def record_turn_cost(
+        self,
+        turn_id: str,
+        *,
+        cost_usd: float | None,
+        session_cost_usd: float | None,
+        usage: dict[str, Any] | None,
+        num_turns: int | None,
+    ) -> None:
+        """What a turn's result said it cost (for a turn that ended otherwise)."""
+        await self.db.execute(
+            "UPDATE turns SET cost_usd = ?, session_cost_usd = ?, usage = ?, num_turns = ? WHERE turn_id = ?",
+            (cost_usd, session_cost_usd, dumps(usage), num_turns, turn_id),
+        )
+
     async def get_turn(self, turn_id: str) -> TurnRow | None:
         row = await self.db.fetchone(f"SELECT {TURN_COLUMNS} FROM turns WHERE turn_id = ?", (turn_id,))
         return TurnRow.of(row) if row else None
