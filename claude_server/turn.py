@@ -13,6 +13,7 @@ Nothing here imports aiohttp.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
 import uuid
 from collections.abc import Callable
@@ -50,11 +51,17 @@ class Event(NamedTuple):
 
 
 def stored_event(seq: int, data: bytes, name: str | None) -> Event:
-    """An event read back from the store, its kind recognised again."""
-    if name is not None:
-        return Event(seq, data, name, name)
-    classified = cli_events.classify(data)
-    return Event(seq, data, classified[0] if classified else "unknown")
+    """An event read back from the store. Its kind is not worked out again (a replay of a
+    flood would parse every line): ``kind_of`` does it for the readers that need it."""
+    return Event(seq, data, name or "", name)
+
+
+def kind_of(event: Event) -> str:
+    """The event's kind, also for one read back from the store."""
+    if event.kind:
+        return event.kind
+    classified = cli_events.classify(event.data)
+    return classified[0] if classified else "unknown"
 
 
 class TurnLog:
@@ -64,7 +71,10 @@ class TurnLog:
     def __init__(self) -> None:
         self._events: list[Event] = []
         self._base = 0  # events before this seq (exclusive) have left memory
-        self._bytes = 0
+        # The log's size in bytes up to and including each event in memory, and up to the
+        # first of them: a batch of a flood is found by bisection, not by a loop per line.
+        self._ends: list[int] = []
+        self._dropped_bytes = 0
         self.durable = 0  # the highest seq the store holds
         self.closed = False  # finished and dropped from memory: everything is in the store
         self._changed = asyncio.Event()
@@ -74,21 +84,29 @@ class TurnLog:
     def last_seq(self) -> int:
         return self._base + len(self._events)
 
+    @property
+    def _bytes(self) -> int:
+        return (self._ends[-1] if self._ends else self._dropped_bytes) - self._dropped_bytes
+
     def append(self, data: bytes, kind: str, name: str | None = None) -> Event:
         event = Event(self.last_seq + 1, data, kind, name)
         self._events.append(event)
-        self._bytes += len(data)
+        self._ends.append((self._ends[-1] if self._ends else self._dropped_bytes) + len(data))
         return event
+
+    def _span(self, start: int, stop: int, max_bytes: int) -> int:
+        """The index after the events from ``start`` that make about ``max_bytes`` (one at
+        least, none past ``stop``)."""
+        if start >= stop:
+            return start
+        before = self._ends[start - 1] if start else self._dropped_bytes
+        return min(stop, bisect.bisect_left(self._ends, before + max_bytes, start, stop) + 1)
 
     def undurable(self, max_bytes: int) -> list[Event]:
         """The events not yet in the store, oldest first, about ``max_bytes`` of them (at
         least one when there is one)."""
         start = self.durable - self._base
-        end, size = start, 0
-        while end < len(self._events) and (end == start or size < max_bytes):
-            size += len(self._events[end].data)
-            end += 1
-        return self._events[start:end]
+        return self._events[start : self._span(start, len(self._events), max_bytes)]
 
     def mark_durable(self, seq: int) -> None:
         if seq > self.durable:
@@ -99,14 +117,14 @@ class TurnLog:
     def _trim(self) -> None:
         if self._bytes <= LOG_MEMORY_BYTES:
             return
-        drop = 0
-        while self._bytes > LOG_MEMORY_BYTES // 2 and drop < len(self._events):
-            event = self._events[drop]
-            if event.seq > self.durable:
-                break
-            self._bytes -= len(event.data)
-            drop += 1
+        # Down to half of it, durable events only.
+        keep_from = self._dropped_bytes + self._bytes - LOG_MEMORY_BYTES // 2
+        drop = min(bisect.bisect_left(self._ends, keep_from) + 1, self.durable - self._base)
+        if drop <= 0:
+            return
+        self._dropped_bytes = self._ends[drop - 1]
         del self._events[:drop]
+        del self._ends[:drop]
         self._base += drop
 
     def close(self) -> None:
@@ -114,7 +132,8 @@ class TurnLog:
         self.closed = True
         self._base = self.last_seq
         self._events = []
-        self._bytes = 0
+        self._dropped_bytes = self._ends[-1] if self._ends else self._dropped_bytes
+        self._ends = []
         self.wake()
 
     def wake(self) -> None:
@@ -135,13 +154,7 @@ class TurnLog:
         if after < self._base or self.closed:
             return None
         start = after - self._base
-        end = start
-        stop = min(len(self._events), self.durable - self._base)
-        size = 0
-        while end < stop and size < max_bytes:
-            size += len(self._events[end].data)
-            end += 1
-        return self._events[start:end]
+        return self._events[start : self._span(start, min(len(self._events), self.durable - self._base), max_bytes)]
 
     def all_durable(self) -> list[Event]:
         return self._events[: max(0, self.durable - self._base)]

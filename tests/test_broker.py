@@ -23,7 +23,7 @@ from claude_server.gate import Gate, GateSettings
 from claude_server.outcome import StopCode, TurnStatus
 from claude_server.principal import Principal
 from claude_server.store import Store
-from claude_server.turn import Subscription
+from claude_server.turn import Subscription, kind_of
 from claude_server.workspaces import Workspaces
 from tests.conftest import FAKE_API_KEY, FAKE_CLI, base_environ
 from tests.helpers import eventually, pid_alive
@@ -274,7 +274,7 @@ async def test_a_finished_turn_is_followed_from_its_record(rig: Rig) -> None:
     again = rig.broker.follow(row, 2)
     events = await drain(again)
     assert [e.seq for e in events] == list(range(3, row.last_seq + 1))
-    assert events[-1].kind == "result"
+    assert kind_of(events[-1]) == "result"
 
 
 # ---- costs -----------------------------------------------------------------------------------------
@@ -314,3 +314,20 @@ async def test_the_gate_counts_the_turns_own_cost_against_a_budget(rig: Rig) -> 
     sub.close()
     err = await refused(rig.broker.start(TurnOptions(prompt="five", session_id=session.session_id), principal=key))
     assert err.code == "budget_exceeded"
+
+
+async def test_the_log_hands_out_durable_events_in_batches_of_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    log = turn_module.TurnLog()
+    for i in range(100):
+        log.append(b"x" * 100, "assistant")
+    assert log.take(0) == [] and log.undurable(250) == log.take(0) + log._events[:3]
+    log.mark_durable(50)
+    assert [e.seq for e in log.take(0, 250)] == [1, 2, 3]  # about 250 bytes: whole events
+    assert [e.seq for e in log.take(48, 10_000)] == [49, 50]  # never past the durable mark
+    assert [e.seq for e in log.undurable(1)] == [51]  # at least one
+    monkeypatch.setattr(turn_module, "LOG_MEMORY_BYTES", 4000)
+    log.mark_durable(100)  # over the bound: down to half of it, from the oldest
+    assert log.take(0) is None and log.take(79) is None
+    assert [e.seq for e in log.take(80, 10_000)] == list(range(81, 101))
+    log.close()
+    assert log.take(99) is None and log.last_seq == 100

@@ -35,7 +35,7 @@ from claude_server.config_files import TurnChoice
 from claude_server.errors import ApiError, BadRequest, Conflict, PayloadTooLarge
 from claude_server.principal import OPEN, Principal
 from claude_server.store import Store
-from claude_server.turn import Subscription, Turn
+from claude_server.turn import Subscription, Turn, kind_of
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class ChatTurn:
                     "Claude Code ended before it started a session", code="cli_failed", status=502
                 )
             for event in batch:
-                init = init or event.kind == "system/init"
+                init = init or kind_of(event) == "system/init"
                 self._early += self._reader.feed(event)
 
     async def texts(self, ping_after_s: float) -> AsyncIterator[list[str]]:

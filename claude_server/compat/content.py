@@ -16,7 +16,7 @@ from typing import Any
 from claude_server.claude import diagnosis, events
 from claude_server.errors import ApiError
 from claude_server.outcome import StopCode, TurnError, TurnResult
-from claude_server.turn import Event
+from claude_server.turn import Event, kind_of
 
 # Text of different API messages, and tool lines, are separated by a blank line.
 SEGMENT_SEPARATOR = "\n\n"
@@ -114,16 +114,17 @@ class AnswerReader:
             obj = events.parse(event.data)
             self._error = obj if obj is not None else {"code": "internal", "message": "The turn failed"}
             return []
-        if event.name is not None or event.kind not in _READ_KINDS:
+        kind = kind_of(event)
+        if event.name is not None or kind not in _READ_KINDS:
             return []
         obj = events.parse(event.data)
         # A subagent's (Task tool's) own messages are its work, not the answer.
         if obj is None or obj.get("parent_tool_use_id"):
             return []
-        if event.kind == "result":
+        if kind == "result":
             self._result = obj
             return []
-        if event.kind == "stream_event":
+        if kind == "stream_event":
             inner = obj.get("event")
             return self._stream_event(inner) if isinstance(inner, dict) else []
         message = obj.get("message")
