@@ -82,6 +82,29 @@ def resolve_bin(claude_bin: str, path_env: str | None, cwd: str | None = None) -
     return os.path.abspath(found) if found else None
 
 
+async def run_cli(path: str, args: list[str], env: Mapping[str, str], timeout_s: float) -> tuple[int, bytes, bytes]:
+    """Run the CLI with ``args`` to its end: (exit code, stdout, stderr). TimeoutError once
+    ``timeout_s`` passed (the process is killed); OSError when it cannot be run."""
+    proc = await asyncio.create_subprocess_exec(
+        path,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=dict(env),
+        start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
 async def probe_cli(claude_bin: str, env: Mapping[str, str], timeout_s: float = 30.0) -> CliInfo:
     """Find the CLI (on the child's PATH, or as a path) and ask it for its version."""
     path = resolve_bin(claude_bin, env.get("PATH"))
@@ -89,26 +112,14 @@ async def probe_cli(claude_bin: str, env: Mapping[str, str], timeout_s: float = 
         where = "at that path" if os.sep in claude_bin else "on PATH"
         return CliInfo(claude_bin, None, None, f"{claude_bin!r} not found {where}")
     try:
-        proc = await asyncio.create_subprocess_exec(
-            path,
-            "--version",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(env),
-            start_new_session=True,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        code, out, err = await run_cli(path, ["--version"], env, timeout_s)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
         return CliInfo(claude_bin, path, None, f"{path} --version did not answer within {timeout_s:.0f}s")
     except OSError as exc:
         return CliInfo(claude_bin, path, None, f"{path} could not be run: {exc}")
-    if proc.returncode != 0:
+    if code != 0:
         detail = (err or out).decode(errors="replace").strip()[-500:]
-        return CliInfo(claude_bin, path, None, f"{path} --version exited with {proc.returncode}: {detail}")
+        return CliInfo(claude_bin, path, None, f"{path} --version exited with {code}: {detail}")
     return CliInfo(claude_bin, path, out.decode(errors="replace").strip(), None)
 
 
@@ -176,25 +187,9 @@ async def probe_credentials(cli_path: str | None, env: Mapping[str, str], timeou
     credentials are there, not whether they work: only a turn can show that."""
     if cli_path is not None:
         try:
-            proc = await asyncio.create_subprocess_exec(
-                cli_path,
-                "auth",
-                "status",
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,
-                env=dict(env),
-                start_new_session=True,
-            )
-            try:
-                out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                out = b""
+            _, out, _ = await run_cli(cli_path, ["auth", "status"], env, timeout_s)
             status = json.loads(out) if out.strip().startswith(b"{") else None
-        except (OSError, ValueError):
+        except (OSError, ValueError, TimeoutError):
             status = None
         if isinstance(status, dict) and isinstance(status.get("loggedIn"), bool):
             if not status["loggedIn"]:
