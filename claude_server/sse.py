@@ -1,5 +1,5 @@
-"""Server-Sent Events: the one encoder, and the one place that writes a stream to a client
-and ends it cleanly, whether the stream ran out or the client went away.
+"""Server-Sent Events: the one encoder, and ``respond``, which sends an event stream through
+``streaming.respond`` (the one place any stream is written and ended).
 
 The native stream: each CLI line is ``id: <turn_id>:<seq>`` + ``data: <the line, byte for
 byte>``. Server-side events carry an ``event:`` name and a JSON body ``{"type": "<same
@@ -12,17 +12,14 @@ The compatible APIs' streams are written through the same ``respond``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiohttp import web
 
+from claude_server import streaming
 from claude_server.turn import Event, Subscription
-
-log = logging.getLogger(__name__)
 
 PING_INTERVAL_S = 15.0
 PING = b": ping\n\n"
@@ -64,7 +61,7 @@ def queued(position: int) -> bytes:
     return event({"type": "queued", "position": position}, "queued")
 
 
-async def turn_stream(sub: Subscription) -> AsyncIterator[bytes]:
+async def turn_stream(sub: Subscription) -> AsyncGenerator[bytes, None]:
     """A turn's events from the subscription's position to the end, with ``queued`` events
     while it waits for a slot and pings during silences."""
     loop = asyncio.get_running_loop()
@@ -88,21 +85,10 @@ async def turn_stream(sub: Subscription) -> AsyncIterator[bytes]:
 
 
 async def respond(
-    request: web.Request, body: AsyncIterator[bytes], headers: dict[str, str] | None = None
+    request: web.Request, body: AsyncGenerator[bytes, None], headers: dict[str, str] | None = None
 ) -> web.StreamResponse:
     """Send ``body`` as an event stream and end it. A client that goes away ends the
     stream quietly (the body's generator is closed, so whatever it follows is let go)."""
-    resp = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
-    try:
-        await resp.prepare(request)
-        if request.transport is not None:
-            request.transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
-        async for chunk in body:
-            await resp.write(chunk)
-        await resp.write_eof()
-    except ConnectionResetError:
-        log.debug("%s %s: the client went away", request.method, request.path)
-    finally:
-        with contextlib.suppress(Exception):
-            await body.aclose()  # type: ignore[attr-defined]
-    return resp
+    return await streaming.respond(
+        request, body, {**SSE_HEADERS, **(headers or {})}, write_buffer_bytes=WRITE_BUFFER_BYTES
+    )

@@ -8,7 +8,7 @@ them in the API's own shape)."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -243,7 +243,7 @@ async def _whole(chat: ChatTurn, render: Renderer, headers: dict[str, str]) -> w
 async def _stream(
     request: web.Request, chat: ChatTurn, render: Renderer, headers: dict[str, str]
 ) -> web.StreamResponse:
-    async def body() -> AsyncIterator[bytes]:
+    async def body() -> AsyncGenerator[bytes, None]:
         yield render.start()
         async for texts in chat.texts(sse.PING_INTERVAL_S):
             yield render.texts(texts) if texts else render.ping()
