@@ -11,7 +11,16 @@ import aiohttp_cors
 from aiohttp import web
 
 from claude_server import connections, origin
-from claude_server.appkeys import AUTHENTICATOR, BROKER, CONFIG_FILES, METRICS, SESSIONS, SETTINGS, STORE
+from claude_server.appkeys import (
+    AUTHENTICATOR,
+    BROKER,
+    CONFIG_FILES,
+    FILE_POOL,
+    METRICS,
+    SESSIONS,
+    SETTINGS,
+    STORE,
+)
 from claude_server.auth import Authenticator
 from claude_server.broker import Broker, BrokerSettings
 from claude_server.claude.command import build_env
@@ -25,6 +34,7 @@ from claude_server.middleware import auth_middleware, error_middleware, on_respo
 from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store
+from claude_server.workspace_files import FilePool
 from claude_server.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -76,6 +86,13 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     retention.cancel()
     await asyncio.gather(retention, return_exceptions=True)
+
+
+async def file_pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    # The files API's own threads (why: workspace_files.FilePool).
+    app[FILE_POOL] = FilePool()
+    yield
+    app[FILE_POOL].close()
 
 
 async def on_shutdown(app: web.Application) -> None:
@@ -131,6 +148,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(connections.bad_request_log_ctx)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(broker_ctx)
+    app.cleanup_ctx.append(file_pool_ctx)
     app.on_shutdown.append(on_shutdown)
     setup_cors(app, setup_routes(app), settings.cors_origins)
     return app

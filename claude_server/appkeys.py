@@ -11,6 +11,7 @@ from claude_server.config_files import ConfigFiles
 from claude_server.metrics import Metrics
 from claude_server.sessions import Sessions
 from claude_server.store import Store
+from claude_server.workspace_files import FilePool
 
 SETTINGS = web.AppKey("SETTINGS", Settings)
 STORE = web.AppKey("STORE", Store)
@@ -19,3 +20,4 @@ SESSIONS = web.AppKey("SESSIONS", Sessions)
 AUTHENTICATOR = web.AppKey("AUTHENTICATOR", Authenticator)
 METRICS = web.AppKey("METRICS", Metrics)
 CONFIG_FILES = web.AppKey("CONFIG_FILES", ConfigFiles)
+FILE_POOL = web.AppKey("FILE_POOL", FilePool)

@@ -50,7 +50,8 @@ class NotAFolder(Conflict):
     code = "not_a_directory"
 
 
-def _what(mode: int) -> str:
+def describe_mode(mode: int) -> str:
+    """What a file of ``mode`` is, for messages: "a FIFO", "a socket", ..."""
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISFIFO(mode):
@@ -67,7 +68,7 @@ def refuse_unless_plain(st: os.stat_result, path: str) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise OutsideConfigDir(f"{path} is a symbolic link: the configuration API follows none")
     if not stat.S_ISREG(st.st_mode):
-        raise OutsideConfigDir(f"{path} is {_what(st.st_mode)}, not a regular file")
+        raise OutsideConfigDir(f"{path} is {describe_mode(st.st_mode)}, not a regular file")
     if st.st_nlink > 1:
         raise OutsideConfigDir(
             f"{path} has {st.st_nlink} links: it may be a file outside the configuration directory "
