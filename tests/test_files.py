@@ -12,6 +12,7 @@ import shutil
 import socket
 import stat
 import tarfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,9 +26,10 @@ from aiohttp.test_utils import TestClient
 
 from claude_server.app import create_app
 from claude_server.config import Settings
+from claude_server.workspace_files import FilePool
 from tests.conftest import FAKE_CLI, RunningServer, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
-from tests.helpers import run_turn, session_of
+from tests.helpers import eventually, run_turn, session_of
 
 
 async def session_with_workspace(client: TestClient) -> tuple[str, Path]:
@@ -452,3 +454,43 @@ def test_a_download_the_client_leaves_is_no_error(real_server: RunningServer) ->
     log = real_server.log_text()[offset:]
     assert "Traceback" not in log and " ERROR " not in log, log
     assert [p.name for p in ws.iterdir() if p.name.startswith(".upload-") or p.name == "half.bin"] == []
+
+
+# ---- the pool: a descriptor is never closed under a call -----------------------------------
+
+
+class SlowSource:
+    """A source whose first read waits to be let go."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.closed_while_reading = False
+        self.reading = False
+        self.closed = threading.Event()
+
+    def __next__(self) -> bytes:
+        self.reading = True
+        self.go.wait(10)
+        self.reading = False
+        return b"chunk"
+
+    def close(self) -> None:
+        self.closed_while_reading = self.reading
+        self.closed.set()
+
+
+async def test_a_stream_left_mid_read_closes_its_source_after_the_read() -> None:
+    pool = FilePool(workers=1)
+    try:
+        source = SlowSource()
+        body = pool.stream(await pool.open(lambda: source))
+        reading = asyncio.ensure_future(body.__anext__())
+        await eventually(lambda: source.reading)
+        reading.cancel()  # the client left: the handler is cancelled while a thread reads
+        await body.aclose()
+        assert not source.closed.is_set()
+        source.go.set()
+        assert await asyncio.to_thread(source.closed.wait, 5)
+        assert not source.closed_while_reading
+    finally:
+        pool.close()
