@@ -429,7 +429,7 @@ def leave_after_a_few_bytes(server: RunningServer, target: str, *, half_close: b
     send, so that its next write fails instead of being cancelled."""
     host, port = server.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         assert sock.recv(1024).startswith(b"HTTP/1.1 200")
         if half_close:
             sock.shutdown(socket.SHUT_WR)
@@ -446,7 +446,8 @@ def test_a_download_the_client_leaves_is_no_error(real_server: RunningServer) ->
     host, port = real_server.url.removeprefix("http://").split(":")
     for _ in range(2):  # an upload left half-way
         with socket.create_connection((host, int(port)), timeout=5) as sock:
-            head = f"PUT /api/sessions/{sid}/files/half.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n"
+            head = f"PUT /api/sessions/{sid}/files/half.bin HTTP/1.1\r\nHost: localhost\r\n"
+            head += "Content-Length: 10000000\r\n\r\n"
             sock.sendall(head.encode() + b"x" * 1_000_000)
     with urllib.request.urlopen(f"{real_server.url}/health", timeout=10) as resp:
         assert resp.status == 200
