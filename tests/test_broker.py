@@ -318,7 +318,7 @@ async def test_the_gate_counts_the_turns_own_cost_against_a_budget(rig: Rig) -> 
 
 async def test_the_log_hands_out_durable_events_in_batches_of_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
     log = turn_module.TurnLog()
-    for i in range(100):
+    for _ in range(100):
         log.append(b"x" * 100, "assistant")
     assert log.take(0) == [] and log.undurable(250) == log.take(0) + log._events[:3]
     log.mark_durable(50)
