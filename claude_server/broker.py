@@ -474,5 +474,4 @@ class Broker:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.recorder.close()
         self.reaper.close()
-        if live:
-            log.info("shutdown: ended %d turn(s) in %.1fs", len(live), time.monotonic() - started)
+        log.info("shutdown: ended %d running turn(s) in %.1fs", len(live), time.monotonic() - started)

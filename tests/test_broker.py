@@ -331,3 +331,13 @@ async def test_the_log_hands_out_durable_events_in_batches_of_bounded_size(monke
     assert [e.seq for e in log.take(80, 10_000)] == list(range(81, 101))
     log.close()
     assert log.take(99) is None and log.last_seq == 100
+
+
+async def test_shutdown_ends_running_turns_and_says_how_many(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    made = await make_rig(tmp_path, max_concurrent=2, max_queue=2)
+    subs = [await made.broker.start(TurnOptions(prompt="@sleep=30"), detach=True) for _ in range(2)]
+    with caplog.at_level("INFO", logger="claude_server.broker"):
+        await made.broker.shutdown()
+    assert all(s.turn is not None and s.turn.status is TurnStatus.INTERRUPTED for s in subs)
+    assert any("shutdown: ended 2 running turn(s) in" in r.getMessage() for r in caplog.records)
+    await made.store.close()
