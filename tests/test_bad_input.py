@@ -1,0 +1,185 @@
+"""Input that once made the server answer 500, each now a 4xx that names the problem (or, for
+a value merely out of range, a correct answer): header bytes that are no UTF-8, cursors that
+decode to lone surrogates, and sequence numbers past SQLite's integers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, make_mocked_request
+
+from claude_server.routes.turns import resume_point
+from claude_server.store import Store
+from claude_server.store.events import MAX_SEQ
+from tests.conftest import FAKE_CLI, RunningServer, start_server, stop_server
+from tests.fake_anthropic import FakeAnthropic
+from tests.helpers import JSON, run_turn, session_of
+
+
+async def a_session(client: TestClient) -> str:
+    _, events = await run_turn(client, {"prompt": "hi"})
+    return session_of(events)
+
+
+# ---- header bytes that are no UTF-8 --------------------------------------------------------
+
+OPERATOR_KEY = "kéy-1"  # not ASCII: sent as its UTF-8 bytes
+
+
+def raw_get(server: RunningServer, headers: bytes) -> tuple[int, Any]:
+    """GET /api/sessions with header lines exactly as given (http clients refuse such bytes)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET /api/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + headers + b"\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory, fake_api: FakeAnthropic) -> Iterator[dict[str, RunningServer]]:
+    running = {
+        "open": start_server(tmp_path_factory.mktemp("open"), fake_api, FAKE_CLI),
+        "keyed": start_server(
+            tmp_path_factory.mktemp("keyed"), fake_api, FAKE_CLI, {"CLAUDE_SERVER_API_KEYS": OPERATOR_KEY}
+        ),
+    }
+    yield running
+    for server in running.values():
+        stop_server(server)
+    for server in running.values():
+        assert "unhandled error" not in server.log_text(), server.log_text()[-5000:]
+
+
+NOT_UTF8 = [
+    b"x-api-key: \xff\xfe\r\n",
+    b"x-api-key: \xed\xa0\x80\r\n",  # a UTF-8-encoded surrogate
+    b"Authorization: Bearer \xff\r\n",
+    b"Authorization: \xff\xfe \xc3\r\n",
+    b"x-api-key: k\xe9y-1\r\n",  # the operator key in Latin-1
+]
+
+
+@pytest.mark.parametrize("header", NOT_UTF8)
+def test_key_bytes_that_are_no_utf8_are_401_with_keys(servers: dict[str, RunningServer], header: bytes) -> None:
+    status, body = raw_get(servers["keyed"], header)
+    assert status == 401 and body["error"]["code"] == "unauthorized", body
+
+
+@pytest.mark.parametrize("header", NOT_UTF8)
+def test_key_bytes_that_are_no_utf8_do_not_matter_without_keys(
+    servers: dict[str, RunningServer], header: bytes
+) -> None:
+    status, body = raw_get(servers["open"], header)
+    assert status == 200 and body["sessions"] == [], body
+
+
+def test_a_key_that_is_not_ascii_works_as_utf8(servers: dict[str, RunningServer]) -> None:
+    for header in (b"x-api-key: k\xc3\xa9y-1\r\n", b"Authorization: Bearer k\xc3\xa9y-1\r\n"):
+        status, body = raw_get(servers["keyed"], header)
+        assert status == 200, body
+
+
+# ---- cursors that decode to lone surrogates ---------------------------------------------------
+
+
+def cursor(values: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+BAD_CURSORS = [
+    cursor(["\ud800", "x", None]),
+    cursor(["x", "\udfff"]),
+    cursor(["\udc80"]),
+    cursor([["\ud800"], "x", None]),
+    cursor([1, 2, 3]),
+    cursor([]),
+    base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).decode(),
+    "not base64!",
+    "\u00e9",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_CURSORS)
+async def test_a_cursor_the_server_did_not_give_is_400_on_every_list(client: TestClient, bad: str) -> None:
+    sid = await a_session(client)
+    for path in ("/api/sessions", f"/api/sessions/{sid}/messages", "/api/config/agents", "/api/config/skills"):
+        resp = await client.get(path, params={"cursor": bad})
+        assert resp.status == 400, (path, await resp.text())
+        error = (await resp.json())["error"]
+        assert error["code"] == "invalid_parameter" and error["field"] == "cursor", error
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "501", str(2**63), "9" * 5000, "1.5", "x", "1_000"])
+async def test_a_limit_out_of_range_is_400_on_every_list(client: TestClient, limit: str) -> None:
+    sid = await a_session(client)
+    for path in ("/api/sessions", f"/api/sessions/{sid}/messages", "/api/config/agents"):
+        resp = await client.get(path, params={"limit": limit})
+        assert resp.status == 400, (path, limit, await resp.text())
+        assert (await resp.json())["error"]["field"] == "limit"
+
+
+# ---- sequence numbers past SQLite's integers ---------------------------------------------------
+
+HUGE_SEQS = [str(2**63 - 1), str(2**63), str(2**64), "9" * 30]
+
+
+@pytest.mark.parametrize("seq", HUGE_SEQS)
+async def test_a_seq_past_any_turn_replays_nothing_of_a_finished_turn(client: TestClient, seq: str) -> None:
+    resp, _ = await run_turn(client, {"prompt": "hi"})
+    turn_id = resp.headers["X-Turn-Id"]
+    for params, headers in (
+        ({"after": seq}, {}),
+        ({}, {"Last-Event-ID": seq}),
+        ({}, {"Last-Event-ID": f"{turn_id}:{seq}"}),
+        ({"after": "1"}, {"Last-Event-ID": f" {turn_id}:{seq} "}),
+    ):
+        replay = await client.get(f"/api/turns/{turn_id}/events", params=params, headers=headers)
+        assert replay.status == 204, (params, headers, await replay.text())
+
+
+@pytest.mark.parametrize("seq", HUGE_SEQS)
+async def test_a_seq_past_any_turn_follows_a_live_turn_from_its_end(client: TestClient, seq: str) -> None:
+    resp = await client.post("/api/claude", data=json.dumps({"prompt": "@sleep=1", "detach": True}), headers=JSON)
+    turn_id = resp.headers["X-Turn-Id"]
+    resp.close()
+    follow = await client.get(f"/api/turns/{turn_id}/events", headers={"Last-Event-ID": f"{turn_id}:{seq}"})
+    assert follow.status == 200
+    assert await follow.text() == ""  # nothing after that seq; the stream ends with the turn
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9" * 31, "-1", f"-{2**64}", "1e3", "0x10", "abc", "1:2:3", "other-turn:5", "\u00e9", "1.0", "NaN"],
+)
+async def test_a_seq_that_is_no_number_is_400(client: TestClient, value: str) -> None:
+    resp, _ = await run_turn(client, {"prompt": "hi"})
+    turn_id = resp.headers["X-Turn-Id"]
+    for params, headers, field in (({"after": value}, {}, "after"), ({}, {"Last-Event-ID": value}, "Last-Event-ID")):
+        bad = await client.get(f"/api/turns/{turn_id}/events", params=params, headers=headers)
+        assert bad.status == 400, (value, await bad.text())
+        assert (await bad.json())["error"]["field"] == field
+
+
+@pytest.mark.parametrize("seq", HUGE_SEQS)
+def test_a_seq_past_sqlites_integers_is_clamped(seq: str) -> None:
+    """Handed to SQLite, 2**63 raised OverflowError (after the 200 and its headers were sent)."""
+    for path, headers in ((f"/x?after={seq}", {}), ("/x", {"Last-Event-ID": f"t1:{seq}"})):
+        assert resume_point(make_mocked_request("GET", path, headers=headers), "t1") == min(int(seq), MAX_SEQ)
+
+
+async def test_the_store_reads_no_events_past_sqlites_integers(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "sessions.db")
+    try:
+        for after in (MAX_SEQ, 2**63, 2**64, -(2**64)):
+            assert await store.events("no-such-turn", after=after) == []
+    finally:
+        await store.close()
