@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from claude_server import json_input
 from claude_server.errors import ApiError, BadRequest, PayloadTooLarge
 
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -133,7 +134,9 @@ def _check_frontmatter(what: str, name: str, content: str) -> str:
 
 def _json_object(what: str, content: str) -> dict[str, Any]:
     try:
-        value = json.loads(content)
+        value = json_input.loads(content)
+    except json_input.TooDeep as exc:
+        raise BadRequest(f"The {what} is {exc}", code="invalid_content", field="content") from None
     except ValueError as exc:
         raise BadRequest(f"The {what} is not valid JSON: {exc}", code="invalid_content", field="content") from None
     if not isinstance(value, dict):
@@ -183,7 +186,7 @@ def check_mcp_server(name: str, content: str) -> str:
 def show_mcp_server(name: str, text: str) -> str:
     """The server's object out of its stored file (the file as it is if edited by hand)."""
     try:
-        server = json.loads(text)["mcpServers"][name]
+        server = json_input.loads(text)["mcpServers"][name]
     except (ValueError, KeyError, TypeError):
         return text
     return json.dumps(server, indent=2, ensure_ascii=False) + "\n"

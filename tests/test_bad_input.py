@@ -1,6 +1,7 @@
 """Input that once made the server answer 500, each now a 4xx that names the problem (or, for
-a value merely out of range, a correct answer): header bytes that are no UTF-8, cursors that
-decode to lone surrogates, and sequence numbers past SQLite's integers."""
+a value merely out of range, a correct answer): header bytes that are no UTF-8, JSON nested
+too deeply, cursors that decode to lone surrogates, and sequence numbers past SQLite's
+integers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, make_mocked_request
 
+from claude_server.json_input import MAX_DEPTH
 from claude_server.routes.turns import resume_point
 from claude_server.store import Store
 from claude_server.store.events import MAX_SEQ
@@ -86,6 +88,83 @@ def test_a_key_that_is_not_ascii_works_as_utf8(servers: dict[str, RunningServer]
     for header in (b"x-api-key: k\xc3\xa9y-1\r\n", b"Authorization: Bearer k\xc3\xa9y-1\r\n"):
         status, body = raw_get(servers["keyed"], header)
         assert status == 200, body
+
+
+# ---- JSON nested too deeply -----------------------------------------------------------------
+
+
+def nested(depth: int, inner: str = "1") -> str:
+    """``depth`` levels of arrays and objects, alternating."""
+    opened = "".join("[" if i % 2 else '{"a":' for i in range(depth))
+    closed = "".join("]" if i % 2 else "}" for i in reversed(range(depth)))
+    return opened + inner + closed
+
+
+# Just past the limit (parses, then pydantic and json.dumps would recurse through it), near
+# Python's recursion limit, and far past it (json.loads raised RecursionError).
+DEPTHS = [MAX_DEPTH + 1, 900, 1000, 30_000]
+
+
+def deep_bodies(depth: int) -> list[tuple[str, str, str, str]]:
+    """(method, path, body, shape) for every route that reads a JSON body."""
+    message = '{"role": "user", "content": DEEP}'
+    routes = [
+        ("POST", "/api/claude", '{"prompt": "hi", "metadata": DEEP}', "native"),
+        ("POST", "/api/claude", '{"prompt": DEEP}', "native"),
+        ("POST", "/api/claude", "DEEP", "native"),
+        ("PATCH", "/api/sessions/{sid}", '{"metadata": {"x": DEEP}}', "native"),
+        ("PUT", "/api/config/agents/a", '{"content": DEEP}', "native"),
+        ("PUT", "/api/config/settings", '{"content": DEEP}', "native"),
+        ("PUT", "/api/config/mcp-servers/m", '{"content": DEEP}', "native"),
+        ("POST", "/v1/chat/completions", f'{{"model": "sonnet", "messages": [{message}]}}', "openai"),
+        ("POST", "/v1/messages", f'{{"model": "sonnet", "max_tokens": 9, "messages": [{message}]}}', "anthropic"),
+    ]
+    deep = nested(depth)
+    return [(method, path, body.replace("DEEP", deep), shape) for method, path, body, shape in routes]
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+async def test_json_nested_too_deeply_is_400(client: TestClient, depth: int) -> None:
+    sid = await a_session(client)
+    for method, path, body, shape in deep_bodies(depth):
+        resp = await client.request(method, path.format(sid=sid), data=body, headers=JSON)
+        assert resp.status == 400, (method, path, await resp.text())
+        answer = await resp.json()
+        if shape == "native":
+            assert answer["error"]["code"] == "json_too_deep", answer
+            message = answer["error"]["message"]
+        elif shape == "openai":
+            assert answer["error"]["code"] == "json_too_deep" and answer["error"]["type"] == "invalid_request_error"
+            message = answer["error"]["message"]
+        else:
+            assert answer["type"] == "error" and answer["error"]["type"] == "invalid_request_error", answer
+            message = answer["error"]["message"]
+        assert "nested too deeply" in message and str(MAX_DEPTH) in message, message
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+async def test_configuration_text_nested_too_deeply_is_400(client: TestClient, depth: int) -> None:
+    """settings.json and MCP servers may also come as the file's text."""
+    for path in ("/api/config/settings", "/api/config/mcp-servers/m"):
+        for data, headers in (
+            (nested(depth), {"Content-Type": "text/plain"}),
+            (json.dumps({"content": nested(depth)}), JSON),
+        ):
+            resp = await client.put(path, data=data, headers=headers)
+            assert resp.status == 400, await resp.text()
+            error = (await resp.json())["error"]
+            assert error["code"] == "invalid_content" and "nested too deeply" in error["message"], error
+
+
+async def test_json_as_deep_as_the_limit_is_taken(client: TestClient) -> None:
+    sid = await a_session(client)
+    metadata = json.loads(nested(MAX_DEPTH - 2))  # inside {"metadata": {...}}
+    resp = await client.patch(f"/api/sessions/{sid}", data=json.dumps({"metadata": metadata}), headers=JSON)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["metadata"] == metadata
+    settings = json.loads(nested(MAX_DEPTH - 1))
+    resp = await client.put("/api/config/settings", data=json.dumps(settings), headers={"Content-Type": "text/plain"})
+    assert resp.status in (200, 201), await resp.text()
 
 
 # ---- cursors that decode to lone surrogates ---------------------------------------------------

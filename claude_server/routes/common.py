@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from claude_server import sse
+from claude_server import json_input, sse
 from claude_server.appkeys import BROKER, CONFIG_FILES, SETTINGS, STORE
 from claude_server.auth import principal, wants_all
 from claude_server.compat.chat import ChatRequest, ChatTurn, start_chat
@@ -33,7 +33,8 @@ MAX_HEADER_CHARS = 4096
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The body as a JSON object, or 415 (not JSON) / 400 (malformed) / 413 (too large)."""
+    """The body as a JSON object, or 415 (not JSON) / 400 (malformed, or nested deeper than
+    ``json_input.MAX_DEPTH``) / 413 (too large)."""
     ctype = request.content_type
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise UnsupportedMediaType(
@@ -41,8 +42,10 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         )
     raw = await request.read()  # raises 413 past client_max_size
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json_input.loads(raw)
+    except json_input.TooDeep as exc:
+        raise BadRequest(f"The body is {exc}", code="json_too_deep") from None
+    except ValueError as exc:  # UnicodeDecodeError included
         raise BadRequest(f"The body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("The body must be a JSON object", code="invalid_json")
