@@ -17,6 +17,7 @@ def test_parse_rejects_what_is_not_a_json_object() -> None:
     assert events.parse(b"{broken") is None
     assert events.parse(b"") is None
     assert events.parse(b'{"type": "x"}') == {"type": "x"}
+    assert events.parse(b'{"type": "result", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}") is None
 
 
 @pytest.mark.parametrize(

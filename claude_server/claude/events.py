@@ -22,7 +22,7 @@ def parse(line: bytes) -> dict[str, Any] | None:
         return None
     try:
         obj = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested about 1,000 levels deep
         return None
     return obj if isinstance(obj, dict) else None
 
