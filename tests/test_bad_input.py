@@ -1,7 +1,7 @@
 """Input that once made the server answer 500, each now a 4xx that names the problem (or, for
 a value merely out of range, a correct answer): header bytes that are no UTF-8, JSON nested
-too deeply, cursors that decode to lone surrogates, and sequence numbers past SQLite's
-integers."""
+too deeply, dates at the ends of the calendar, cursors that decode to lone surrogates, and
+sequence numbers past SQLite's integers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import base64
 import json
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,90 @@ async def test_json_as_deep_as_the_limit_is_taken(client: TestClient) -> None:
     settings = json.loads(nested(MAX_DEPTH - 1))
     resp = await client.put("/api/config/settings", data=json.dumps(settings), headers={"Content-Type": "text/plain"})
     assert resp.status in (200, 201), await resp.text()
+
+
+# ---- dates at the ends of the calendar --------------------------------------------------------
+
+
+async def stats(client: TestClient, query: str) -> tuple[int, Any]:
+    resp = await client.get(f"/api/stats?{query}")
+    return resp.status, await resp.json()
+
+
+def turns(body: Any) -> int:
+    return int(body["total"]["turns"])
+
+
+async def test_stats_at_the_ends_of_the_calendar(client: TestClient) -> None:
+    await run_turn(client, {"prompt": "counted"})
+    everything = [
+        "to=9999-12-31",  # the day after it is no date (OverflowError)
+        "from=0001-01-01",
+        "from=0001-01-01&to=9999-12-31",
+        "from=0001-01-01T00:00:00%2B05:00",  # before year 1 in UTC
+        "to=9999-12-31T23:59:59.999999-23:59",  # after year 9999 in UTC
+        "to=9999-12-31T23:59:59.999999",
+        "from=2000-01-01T00:00:00-23:59:59.999999",
+    ]
+    for query in everything:
+        status, body = await stats(client, query)
+        assert status == 200 and turns(body) == 1, (query, body)
+    nothing = [
+        "to=0001-01-01",
+        "to=0001-01-01T00:00:00%2B05:00",
+        "from=9999-12-31",
+        "from=9999-12-31T23:00:00-05:00",
+        "from=0001-01-01T00:00:00%2B05:00&to=0001-01-01T00:00:00%2B04:00",  # both before year 1
+    ]
+    for query in nothing:
+        status, body = await stats(client, query)
+        assert status == 200 and turns(body) == 0, (query, body)
+    status, body = await stats(client, "to=9999-12-31")
+    assert body["to"] is None and body["from"] is None
+    status, body = await stats(client, "from=0001-01-01T00:00:00%2B05:00")
+    assert body["from"] == "0001-01-01T00:00:00.000Z"
+
+
+async def test_stats_bounds_in_any_time_zone(client: TestClient) -> None:
+    await run_turn(client, {"prompt": "counted"})
+    now = datetime.now(UTC)
+    for zone in ("Z", "+00:00", "+14:00", "-12:00", "+05:30", "-23:59", "+23:59:59"):
+        sign, offset = (1, timedelta()) if zone == "Z" else (int(zone[0] + "1"), _offset(zone[1:]))
+        local = (now + sign * offset).replace(tzinfo=None)
+        before = (local - timedelta(minutes=5)).isoformat() + zone
+        after = (local + timedelta(minutes=5)).isoformat() + zone
+        q = lambda s: s.replace("+", "%2B")  # noqa: E731
+        assert turns((await stats(client, f"from={q(before)}&to={q(after)}"))[1]) == 1, zone
+        assert turns((await stats(client, f"from={q(after)}"))[1]) == 0, zone
+        assert turns((await stats(client, f"to={q(before)}"))[1]) == 0, zone
+    today = now.date()
+    assert turns((await stats(client, f"from={today}&to={today}"))[1]) == 1
+    assert turns((await stats(client, f"from={today:%Y%m%d}&to={today:%Y%m%d}"))[1]) == 1  # the basic format
+    assert turns((await stats(client, f"to={today - timedelta(days=1)}"))[1]) == 0
+
+
+def _offset(text: str) -> timedelta:
+    parts = [int(p) for p in text.split(":")]
+    return timedelta(hours=parts[0], minutes=parts[1], seconds=parts[2] if len(parts) > 2 else 0)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=2026-02-30",
+        "to=2026-13-01",
+        "from=2026-01-01T25:00",
+        "to=2026-01-01T10:00%2B24:00",
+        "from=yesterday",
+        "to=" + "9" * 5000,
+        "from=2026-11-22&to=2026-11-21",
+        "from=9999-12-31T23:00:00-05:00&to=9999-12-31",  # from is 10000-01-01T04:00Z, after to
+    ],
+)
+async def test_stats_with_impossible_dates_are_400(client: TestClient, query: str) -> None:
+    status, body = await stats(client, query)
+    assert status == 400 and body["error"]["code"] == "invalid_parameter", body
+    assert body["error"]["field"] in ("from", "to")
 
 
 # ---- cursors that decode to lone surrogates ---------------------------------------------------

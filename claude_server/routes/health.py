@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -68,33 +68,44 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _day(request: web.Request, name: str) -> str | None:
-    """An ISO 8601 date or date-time parameter as the text turns are stamped with."""
+# Instants are microseconds since 0001-01-01T00:00:00Z: a date-time with a time zone may lie
+# outside datetime's range once moved to UTC (0001-01-01T00:00+05:00), and the end of the day
+# 9999-12-31 does (date + 1 day raised OverflowError).
+_US = timedelta(microseconds=1)
+# The last millisecond a turn's stamp can hold (now_iso: UTC, milliseconds, year 9999 at most).
+LAST_STAMP_US = (datetime.max - datetime.min) // _US // 1000 * 1000
+
+
+def _instant(request: web.Request, name: str) -> int | None:
+    """An ISO 8601 date or date-time parameter (a date is its midnight in UTC, and ``to`` as
+    a date means the end of that day), in microseconds since 0001-01-01T00:00:00Z."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
     try:
-        if len(raw) == 10:
-            return date.fromisoformat(raw).isoformat()
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        day = date.fromisoformat(raw)
+    except ValueError:
+        pass
+    else:
+        days = day.toordinal() - 1 + (1 if name == "to" else 0)
+        return days * 86_400_000_000
+    try:
+        when = datetime.fromisoformat(raw)
     except ValueError:
         raise BadRequest(
             f"{name} must be an ISO 8601 date or date-time (2026-11-22 or 2026-11-22T10:00:00Z)",
             code="invalid_parameter",
             field=name,
         ) from None
-    if when.tzinfo is not None:
-        when = when.astimezone(UTC).replace(tzinfo=None)
-    return when.isoformat(timespec="milliseconds") + "Z"
+    offset = when.utcoffset() or timedelta(0)
+    return (when.replace(tzinfo=None) - datetime.min - offset) // _US
 
 
-def _until(request: web.Request) -> str | None:
-    """``to`` is inclusive for a plain date: up to the end of that day."""
-    value = _day(request, "to")
-    raw = request.query.get("to", "")
-    if value is not None and len(raw) == 10:
-        return (date.fromisoformat(value) + timedelta(days=1)).isoformat()
-    return value
+def _stamp(us: int) -> str:
+    """The instant as turns are stamped (rounded up to the millisecond: bounds compare with
+    stamps), clamped to the stamps there can be."""
+    ms = min(max(-(-us // 1000), 0), LAST_STAMP_US // 1000)
+    return (datetime.min + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds") + "Z"
 
 
 @routes.get("/api/stats")
@@ -107,9 +118,12 @@ async def stats(request: web.Request) -> web.Response:
         raise BadRequest(f"group_by must be one of {', '.join(GROUPS)}", code="invalid_parameter", field="group_by")
     if group_by == "key" and not who.admin:
         raise Forbidden("group_by=key is for admin keys", code="admin_only")
-    since, until = _day(request, "from"), _until(request)
-    if since and until and since >= until:
+    start, end = _instant(request, "from"), _instant(request, "to")
+    if start is not None and end is not None and start >= end:
         raise BadRequest("from must be before to", code="invalid_parameter", field="from")
+    # `to` past the last possible stamp is no bound at all.
+    since = _stamp(start) if start is not None else None
+    until = _stamp(end) if end is not None and end <= LAST_STAMP_US else None
     groups = await request.app[STORE].stats(
         since=since, until=until, group_by=group_by, owner=who.key_id, all_owners=who.admin
     )
