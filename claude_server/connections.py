@@ -142,7 +142,8 @@ def one_line(text: str) -> str:
 
 class BadRequestFilter(logging.Filter):
     """For the ``aiohttp.server`` logger: a request aiohttp could not parse (``handle_error``
-    in ``web_protocol.py`` logs an ``HttpProcessingError`` at ERROR with its traceback)
+    in ``web_protocol.py`` logs an ``HttpProcessingError`` at ERROR with its traceback, and
+    so does ``start`` for a body that fails to decode while it drains what no handler read)
     becomes one INFO line, rate-limited per kind. Every other record passes unchanged: an
     error of aiohttp or of our code stays an ERROR with its traceback."""
 
@@ -152,6 +153,10 @@ class BadRequestFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, web.RequestPayloadError) and isinstance(exc.__cause__, HttpProcessingError):
+            # A body no handler read, failing to decode while aiohttp drains it after the
+            # answer ("Unhandled exception" in web_protocol.py's start()).
+            exc = exc.__cause__
         if not isinstance(exc, HttpProcessingError):
             return True
         level = min(record.levelno, logging.INFO)

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
 
 from claude_server.appkeys import AUTHENTICATOR, SETTINGS
 from claude_server.auth import PRINCIPAL, presented_secret
 from claude_server.compat.errors import api_for, error_body
-from claude_server.errors import ApiError
+from claude_server.errors import ApiError, BadRequest
 from claude_server.logs import REQUEST_ID
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as err:
         return error_response(err, request)
+    except web.RequestPayloadError as exc:
+        # A body aiohttp could not decode while a handler read it (Content-Encoding: gzip on
+        # bytes that are no gzip, say); the parser's error is its cause. The rest of the body
+        # cannot be told from a next request: the connection closes.
+        refusal = BadRequest(f"The request body could not be read: {payload_problem(exc)}", code="invalid_body")
+        resp = error_response(refusal, request)
+        resp.force_close()
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -67,6 +76,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(ApiError("Internal server error", code="internal", status=500), request)
+
+
+def payload_problem(exc: web.RequestPayloadError) -> str:
+    """What was wrong with a body, in the words of the parser's error behind ``exc``."""
+    cause = exc.__cause__
+    text = cause.message if isinstance(cause, HttpProcessingError) and cause.message else str(exc)
+    return " ".join(str(text).split())
 
 
 # X-Request-Id: the client's own when it is a sane token, else a new one.

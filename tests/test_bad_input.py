@@ -1,11 +1,12 @@
 """Input that once made the server answer 500, each now a 4xx that names the problem (or, for
-a value merely out of range, a correct answer): header bytes that are no UTF-8, JSON nested
-too deeply, dates at the ends of the calendar, cursors that decode to lone surrogates, and
-sequence numbers past SQLite's integers."""
+a value merely out of range, a correct answer): header bytes that are no UTF-8, bodies not in
+their Content-Encoding, JSON nested too deeply, dates at the ends of the calendar, cursors
+that decode to lone surrogates, and sequence numbers past SQLite's integers."""
 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import socket
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from claude_server.store import Store
 from claude_server.store.events import MAX_SEQ
 from tests.conftest import FAKE_CLI, RunningServer, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
-from tests.helpers import JSON, run_turn, session_of
+from tests.helpers import JSON, run_turn, session_of, wait_until
 
 
 async def a_session(client: TestClient) -> str:
@@ -89,6 +90,53 @@ def test_a_key_that_is_not_ascii_works_as_utf8(servers: dict[str, RunningServer]
     for header in (b"x-api-key: k\xc3\xa9y-1\r\n", b"Authorization: Bearer k\xc3\xa9y-1\r\n"):
         status, body = raw_get(servers["keyed"], header)
         assert status == 200, body
+
+
+# ---- bodies that cannot be decoded -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_is_not_in_its_content_encoding_is_400(client: TestClient, encoding: str) -> None:
+    """aiohttp decodes the body as it is read; the handler got RequestPayloadError, a 500."""
+    for method, path, ctype in (
+        ("POST", "/api/claude", "application/json"),
+        ("POST", "/v1/messages", "application/json"),
+        ("PUT", "/api/config/claude-md", "text/markdown"),
+        ("PUT", "/api/config/skills/s/files/notes.txt", "text/plain"),
+    ):
+        resp = await client.request(
+            method, path, data=b"not compressed", headers={"Content-Type": ctype, "Content-Encoding": encoding}
+        )
+        assert resp.status == 400, (path, await resp.text())
+        body = await resp.json()
+        message = body["error"]["message"]
+        assert f"content-encoding: {encoding}" in message, body
+        if path.startswith("/api/"):
+            assert body["error"]["code"] == "invalid_body", body
+
+
+async def test_a_body_in_its_content_encoding_is_read(client: TestClient) -> None:
+    data = gzip.compress(b'{"prompt": "zipped", "stream": false}')
+    resp = await client.post("/api/claude", data=data, headers={**JSON, "Content-Encoding": "gzip"})
+    assert resp.status == 200 and (await resp.json())["result"] == "fake answer 1: zipped"
+
+
+def test_a_body_no_handler_reads_that_cannot_be_decoded_leaves_no_traceback(
+    servers: dict[str, RunningServer],
+) -> None:
+    """aiohttp drains an unread body after the answer; failing to decode it, it logged
+    "Unhandled exception" with a traceback."""
+    server = servers["open"]
+    port = int(server.url.rsplit(":", 1)[1])
+    body = b"\x00garbage" * 100
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Encoding: deflate\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    assert wait_until(lambda: "ContentEncodingError" in server.log_text())
+    assert "Traceback" not in server.log_text(), server.log_text()[-3000:]
 
 
 # ---- JSON nested too deeply -----------------------------------------------------------------

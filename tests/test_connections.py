@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp.http_exceptions import BadHttpMessage
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
 
 from claude_server.config import Settings
 from claude_server.connections import ACCEPTING_FDS, BadRequestFilter, Limits, RateLimitedLog
@@ -362,6 +363,27 @@ def test_the_filter_makes_a_parse_error_one_info_line() -> None:
     assert not filt.filter(parse_error_record("test.aiohttp.server"))  # the same kind, at once
     logging.getLogger("test.quiet.server").setLevel(logging.WARNING)
     assert not filt.filter(parse_error_record("test.quiet.server"))  # INFO is below this logger's level
+
+
+def test_the_filter_makes_a_body_that_fails_to_decode_one_info_line() -> None:
+    """After the answer aiohttp drains a body no handler read; one that fails to decode
+    (Content-Encoding: deflate on other bytes) was logged as "Unhandled exception"."""
+    logging.getLogger("test.drain.server").setLevel(logging.INFO)
+    filt = BadRequestFilter(RateLimitedLog(logging.getLogger("test.connections")))
+    try:
+        try:
+            raise ContentEncodingError("Can not decode content-encoding: deflate")
+        except ContentEncodingError as cause:
+            raise web.RequestPayloadError(str(cause)) from cause
+    except web.RequestPayloadError as exc:
+        record = logging.LogRecord(
+            "test.drain.server", logging.ERROR, "", 0, "Unhandled exception", (), (type(exc), exc, None)
+        )
+    assert filt.filter(record)
+    assert record.levelno == logging.INFO and record.exc_info is None
+    assert record.getMessage() == (
+        "bad request from None: ContentEncodingError: Can not decode content-encoding: deflate"
+    )
 
 
 def test_the_filter_leaves_other_errors_alone() -> None:
