@@ -171,8 +171,6 @@ def check(
     """Below 500; a refusal is a 4xx JSON error in its API's shape. ``forbidden_http``: the
     request holds bytes HTTP forbids, so aiohttp's parser may refuse it first."""
     context = f"{method} {path[:300]!r} -> {answer.describe()}"
-    if _known_issue(answer, path):
-        return
     if answer.by_parser:
         assert forbidden_http and answer.status == 400, context
         STATS["refused by aiohttp's parser"] += 1
@@ -199,22 +197,6 @@ def check(
         assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, context
         assert isinstance(body["error"]["message"], str) and body["error"]["message"], context
     STATS[f"refused {api}"] += 1
-
-
-# Cause 3 of the fuzzing report, fixed separately in routes/files.py: a path into a workspace
-# with a component over 255 bytes (or over 4,096 in all) fails with ENAMETOOLONG, a 500. Only
-# that answer, on the files routes, passes here (and its log entry in `log_problems`); remove
-# both once the files API answers it with a 400.
-FILES_PATH = re.compile(r"^/api/sessions/[^/]+/files")
-
-
-def _known_issue(answer: Answer, target: str) -> bool:
-    raw = urllib.parse.unquote_to_bytes(target)
-    long_name = len(raw) > 4000 or any(len(part) > 255 for part in re.split(rb"[/?&=]", raw))
-    if answer.status == 500 and FILES_PATH.match(target) and long_name:
-        STATS["known issue: file name too long"] += 1
-        return True
-    return False
 
 
 # Headers HTTP allows once (aiohttp's http_parser.SINGLETON_HEADERS, of those sent here).
@@ -283,11 +265,7 @@ def log_problems(log: str) -> list[str]:
     for level, logger, text in log_records(log):
         ours = logger.startswith("claude_server")
         bad = (ours and level in ("ERROR", "CRITICAL")) or "Traceback" in text or "--- Logging error ---" in text
-        # The known issue of `_known_issue`, logged as an unhandled error of the files routes.
-        known = re.search(r"unhandled error on \w+ /api/sessions/[^/ ]+/files", text) and re.search(
-            r"^OSError: \[Errno 36\] File name too long", text, re.M
-        )
-        if bad and not known:
+        if bad:
             problems.append(f"{level} {logger}: {text[:3000]}")
     return problems
 
