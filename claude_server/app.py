@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp_cors
 from aiohttp import web
 
-from claude_server import connections, origin
+from claude_server import connections, origin, quiet_log
 from claude_server.appkeys import (
     AUTHENTICATOR,
     BROKER,
@@ -145,7 +145,7 @@ def create_app(settings: Settings) -> web.Application:
     # The directory is resolved here, once: see ConfigFiles.
     app[CONFIG_FILES] = ConfigFiles(settings.claude_config_dir)
     app.on_response_prepare.append(on_response_prepare)
-    app.cleanup_ctx.append(connections.bad_request_log_ctx)
+    app.cleanup_ctx.append(quiet_log.bad_request_log_ctx)
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(broker_ctx)
     app.cleanup_ctx.append(file_pool_ctx)

@@ -97,7 +97,7 @@ class AccessLogger(AbstractAccessLogger):
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         if request.method == "UNKNOWN" and response.status == 400:
-            # aiohttp's stand-in for a request it could not parse: connections.BadRequestFilter
+            # aiohttp's stand-in for a request it could not parse: quiet_log.BadRequestFilter
             # already logs those, rate-limited.
             return
         principal = request.get(PRINCIPAL) if isinstance(request, web.Request) else None

@@ -45,9 +45,9 @@ from aiohttp import hdrs, web
 
 from claude_server.appkeys import AUTHENTICATOR
 from claude_server.config import ConfigError, Settings
-from claude_server.connections import RateLimitedLog, one_line
 from claude_server.errors import ApiError
 from claude_server.middleware import Handler
+from claude_server.quiet_log import RateLimitedLog, one_line
 
 log = logging.getLogger(__name__)
 notices = RateLimitedLog(log)

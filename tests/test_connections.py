@@ -19,7 +19,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
 
 from claude_server.config import Settings
-from claude_server.connections import ACCEPTING_FDS, BadRequestFilter, Limits, RateLimitedLog
+from claude_server.connections import ACCEPTING_FDS, Limits
+from claude_server.quiet_log import BadRequestFilter, RateLimitedLog
 from tests.conftest import FAKE_CLI, RunningServer, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
 
