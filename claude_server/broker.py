@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 # After the CLI printed its result it still writes its transcript; it gets this long to
 # exit by itself before it is ended (reported elsewhere: a CLI that never exits).
 POST_RESULT_GRACE_S = 10.0
+# A flood waits at most this long per batch for a slow follower to make room in memory.
+BACKPRESSURE_MAX_WAIT_S = 1.0
 # The watchdog looks at the deadlines at least this often.
 WATCHDOG_TICK_S = 1.0
 
@@ -285,6 +287,7 @@ class Broker:
                         turn.first_event_at = turn.last_activity
                         self.metrics.first_event.observe(turn.first_event_at - turn.started_at)
                     self.recorder.has_new(turn)
+                    await turn.log.room(BACKPRESSURE_MAX_WAIT_S)
             except LineTooLong as exc:
                 turn.stop(StopCode.LINE_TOO_LONG, str(exc))
                 await proc.terminate()

@@ -79,6 +79,10 @@ class TurnLog:
         self.closed = False  # finished and dropped from memory: everything is in the store
         self._changed = asyncio.Event()
         self._armed = False
+        # Where each live reader is (the seq it has read up to), and an event for a writer
+        # that waits for the slowest of them to make room.
+        self.readers: dict[object, int] = {}
+        self._progress: asyncio.Event | None = None
 
     @property
     def last_seq(self) -> int:
@@ -126,6 +130,41 @@ class TurnLog:
         del self._events[:drop]
         del self._ends[:drop]
         self._base += drop
+
+    def lag_bytes(self) -> int:
+        """How far the slowest reader still in the memory window is behind the log's end."""
+        behind = [p for p in self.readers.values() if p >= self._base]
+        if not behind or not self._ends:
+            return 0
+        start = min(behind) - self._base
+        before = self._ends[start - 1] if start else self._dropped_bytes
+        return self._ends[-1] - before
+
+    def read_to(self, reader: object, seq: int | None) -> None:
+        """A reader has read up to ``seq`` (None: it is gone)."""
+        if seq is None:
+            self.readers.pop(reader, None)
+        else:
+            self.readers[reader] = seq
+        if self._progress is not None:
+            self._progress.set()
+
+    async def room(self, max_wait_s: float) -> None:
+        """Wait (at most ``max_wait_s``) while the slowest reader is more than half the memory
+        window behind, so that a flood waits for its readers as a pipe's writer would,
+        instead of pushing them out of memory to read it back from the store. A reader that
+        stalls holds the writer back for no longer than that, per batch."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait_s
+        while self.lag_bytes() > LOG_MEMORY_BYTES // 2 and loop.time() < deadline:
+            self._progress = asyncio.Event()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._progress.wait()
+            except TimeoutError:
+                break
+            finally:
+                self._progress = None
 
     def close(self) -> None:
         """The turn is over and its whole log is in the store: free the memory."""
@@ -312,6 +351,7 @@ class Subscription:
         self._closed = False
         if live is not None:
             live._follow()
+            live.log.read_to(self, self.position)
 
     @property
     def queue_position(self) -> int | None:
@@ -332,6 +372,8 @@ class Subscription:
             batch = await self._from_store(self._last_seq)
         if batch:
             self.position = batch[-1].seq
+            if turn is not None:
+                turn.log.read_to(self, self.position)
             return batch
         # Over, and nothing more to read: the end (a finished turn's log is all durable).
         return None if self.finished else []
@@ -369,6 +411,7 @@ class Subscription:
         if not self._closed:
             self._closed = True
             if self.turn is not None:
+                self.turn.log.read_to(self, None)
                 self.turn._unfollow()
 
     async def __aenter__(self) -> Subscription:

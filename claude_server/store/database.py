@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 Row = sqlite3.Row
 
+# After writes, the WAL is copied into the database this long later (so a flood's writes
+# are checkpointed in large steps, and a quiet server not at all).
+CHECKPOINT_INTERVAL_S = 0.5
+
 
 def migrations_dir() -> Path:
     """The migrations shipped in the wheel, or the repository's own folder in a source tree."""
@@ -113,11 +117,16 @@ class Transaction:
 class Database:
     """The writer and the reader. Open with ``Database.open(path)``; ``close()`` when done."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, checkpointer: aiosqlite.Connection
+    ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
+        self._checkpointer = checkpointer
         self._write_lock = asyncio.Lock()
+        self._written = asyncio.Event()
+        self._checkpoints: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path | str) -> Database:
@@ -127,16 +136,37 @@ class Database:
         writer = await _connect(path, reader=False)
         try:
             await migrate(writer)
+            # The writer never checkpoints (copies the WAL into the database, and syncs it)
+            # itself: a checkpoint of a flood's 64 MB held the writer, and every follower
+            # waiting for its events, for about 100 ms. A connection of its own does it in
+            # the background, without blocking writes (PASSIVE).
+            await writer.execute("PRAGMA wal_autocheckpoint=0")
             reader = await _connect(path, reader=True)
+            checkpointer = await _connect(path, reader=True)
         except BaseException:
             await writer.close()
             raise
-        return cls(path, writer, reader)
+        db = cls(path, writer, reader, checkpointer)
+        db._checkpoints = asyncio.create_task(db._checkpoint_after_writes(), name="checkpoints")
+        return db
+
+    async def _checkpoint_after_writes(self) -> None:
+        while True:
+            await self._written.wait()
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            self._written.clear()
+            try:
+                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("checkpoint of %s failed: %s", self.path, exc)
 
     async def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.cancel()
+            await asyncio.gather(self._checkpoints, return_exceptions=True)
         async with self._write_lock:
-            await self._reader.close()
-            await self._writer.close()
+            for conn in (self._checkpointer, self._reader, self._writer):
+                await conn.close()
 
     async def create_function(self, name: str, nargs: int, func: Any) -> None:
         for conn in (self._writer, self._reader):
@@ -145,11 +175,13 @@ class Database:
     # ---- writes ------------------------------------------------------------------------
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement; returns how many rows it changed."""
+        self._written.set()
         async with self._write_lock, self._writer.execute(sql, params) as cur:
             return cur.rowcount
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
+        self._written.set()
         async with self._write_lock:
             await self._writer.execute("BEGIN IMMEDIATE")
             try:
