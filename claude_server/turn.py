@@ -50,6 +50,9 @@ class Event(NamedTuple):
     name: str | None = None  # SSE event name for server events ("error"); None for CLI lines
 
 
+_new_event = tuple.__new__
+
+
 def stored_event(seq: int, data: bytes, name: str | None) -> Event:
     """An event read back from the store. Its kind is not worked out again (a replay of a
     flood would parse every line): ``kind_of`` does it for the readers that need it."""
@@ -93,7 +96,8 @@ class TurnLog:
         return (self._ends[-1] if self._ends else self._dropped_bytes) - self._dropped_bytes
 
     def append(self, data: bytes, kind: str, name: str | None = None) -> Event:
-        event = Event(self.last_seq + 1, data, kind, name)
+        # tuple.__new__: a NamedTuple's own constructor costs more, and floods call this per line.
+        event = _new_event(Event, (self._base + len(self._events) + 1, data, kind, name))
         self._events.append(event)
         self._ends.append((self._ends[-1] if self._ends else self._dropped_bytes) + len(data))
         return event

@@ -67,3 +67,12 @@ def test_recorded_streams(name: str) -> None:
     assert summary["subtype"] == "success" or summary["is_error"]
     assert isinstance(summary["total_cost_usd"], float)
     assert isinstance(summary["num_turns"], int)
+
+
+def test_frequent_kinds_are_recognised_by_their_head_in_both_spellings() -> None:
+    for head in (b'{"type":"assistant",', b'{"type": "assistant",', b'{ "type" : "assistant" ,'):
+        assert events.classify(head + b'"message": {}}') == ("assistant", None)
+    assert events.classify(b'{"type":"stream_event","event":{}}') == ("stream_event", None)
+    assert events.classify(b'{"type":"user","message":{}}  ') == ("user", None)
+    # Not a whole object: parsed, and refused.
+    assert events.classify(b'{"type":"assistant","message":') is None

@@ -14,6 +14,12 @@ from typing import Any
 # ~1 us. Everything else (init, result, whose "type" comes last, unknown kinds) is parsed.
 _HEAD = re.compile(rb'\{\s*"type"\s*:\s*"(assistant|user|stream_event)"\s*,')
 _KINDS = {b"assistant": "assistant", b"user": "user", b"stream_event": "stream_event"}
+# The heads as the CLI prints them (compact, and as Python's json.dumps would), checked
+# before the regular expression: a C-level prefix test is several times faster per line.
+_SEEN_HEADS = {
+    f'{{"type":{sep}"{kind}",'.encode(): kind for kind in ("assistant", "user", "stream_event") for sep in ("", " ")
+}
+_SEEN_PREFIXES = tuple(_SEEN_HEADS)
 
 
 def parse(line: bytes) -> dict[str, Any] | None:
@@ -30,10 +36,14 @@ def parse(line: bytes) -> dict[str, Any] | None:
 def classify(line: bytes) -> tuple[str, dict[str, Any] | None] | None:
     """``(kind, parsed object or None)`` for a line to forward; None for a line that is not a
     JSON object. Only lines the server reads something from (init, result, ...) are parsed."""
-    head = _HEAD.match(line)
     # endswith first: rstrip would copy a line that ends in whitespace (lines are megabytes).
-    if head is not None and (line.endswith(b"}") or line.rstrip().endswith(b"}")):
-        return _KINDS[head.group(1)], None
+    if line.endswith(b"}") or line.rstrip().endswith(b"}"):
+        if line.startswith(_SEEN_PREFIXES):
+            end = line.index(b",") + 1
+            return _SEEN_HEADS[line[:end]], None
+        head = _HEAD.match(line)
+        if head is not None:
+            return _KINDS[head.group(1)], None
     obj = parse(line)
     if obj is None:
         return None
