@@ -40,6 +40,7 @@ lint: setup
 bench: setup
 	$(PY) bench/latency.py
 	$(PY) bench/forwarding.py
+	$(PY) bench/load.py
 
 clean:
 	rm -rf $(VENV) node_modules
