@@ -121,6 +121,8 @@ class TurnLog:
             self.durable = seq
             self._trim()
             self.wake()
+            if self._progress is not None:
+                self._progress.set()
 
     def _trim(self) -> None:
         if self._bytes <= LOG_MEMORY_BYTES:
@@ -136,9 +138,11 @@ class TurnLog:
         self._base += drop
 
     def lag_bytes(self) -> int:
-        """How far the slowest reader still in the memory window is behind the log's end."""
+        """How far the slowest reader still in the memory window, or the store, is behind the
+        log's end (events not yet stored cannot leave memory)."""
         behind = [p for p in self.readers.values() if p >= self._base]
-        if not behind or not self._ends:
+        behind.append(max(self.durable, self._base))
+        if not self._ends:
             return 0
         start = min(behind) - self._base
         before = self._ends[start - 1] if start else self._dropped_bytes
@@ -154,10 +158,11 @@ class TurnLog:
             self._progress.set()
 
     async def room(self, max_wait_s: float) -> None:
-        """Wait (at most ``max_wait_s``) while the slowest reader is more than half the memory
-        window behind, so that a flood waits for its readers as a pipe's writer would,
-        instead of pushing them out of memory to read it back from the store. A reader that
-        stalls holds the writer back for no longer than that, per batch."""
+        """Wait (at most ``max_wait_s``) while the slowest reader, or the store, is more than
+        half the memory window behind, so that a flood waits for its readers as a pipe's
+        writer would, instead of pushing them out of memory to read it back from the store
+        (or piling up in memory while SQLite catches up). A reader that stalls holds the
+        writer back for no longer than that, per batch."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max_wait_s
         while self.lag_bytes() > LOG_MEMORY_BYTES // 2 and loop.time() < deadline:

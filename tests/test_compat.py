@@ -27,6 +27,7 @@ from claude_server.compat.errors import Api, anthropic_error, api_for, openai_er
 from claude_server.compat.models import DEFAULT_MODELS, ModelMap, parse_model_setting
 from claude_server.config import ConfigError, Settings, load
 from claude_server.errors import ApiError, BadRequest, NotFound
+from claude_server.outcome import TurnError
 from claude_server.store import Store
 from claude_server.turn import Event
 
@@ -323,12 +324,22 @@ def test_broker_error_event_and_missing_result() -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("turn_timeout", 504), ("server_shutdown", 503), ("client_disconnected", 409), ("queue_timeout", 429)],
+    [
+        ("turn_timeout", 504),
+        ("server_shutdown", 503),
+        ("client_disconnected", 409),
+        # One table for every route: it was 502 here and 409 on /api/claude.
+        ("session_deleted", 409),
+        ("not_logged_in", 502),
+        ("api_rate_limited", 429),
+        ("queue_timeout", 429),
+    ],
 )
 def test_failure_statuses(code: str, status: int) -> None:
     err = failure({"code": code, "message": "m", "retry_after": 7})
     assert (err.status, err.code) == (status, code)
-    if status == 429:
+    assert TurnError(code, "m", retry_after=7).api_error().status == status  # the native routes' way
+    if code == "queue_timeout":
         assert err.headers["Retry-After"] == "7"
 
 
