@@ -204,9 +204,6 @@ class TurnLog:
         start = after - self._base
         return self._events[start : self._span(start, min(len(self._events), self.durable - self._base), max_bytes)]
 
-    def all_durable(self) -> list[Event]:
-        return self._events[: max(0, self.durable - self._base)]
-
 
 @dataclass(frozen=True, slots=True)
 class Stop:

@@ -116,6 +116,14 @@ def lstat(folder: int, name: str) -> os.stat_result | None:
         return None
 
 
+def existing(folder: int, target: Target) -> os.stat_result:
+    """What ``target`` is (not followed), or 404 when there is nothing by that name."""
+    st = lstat(folder, target.name)
+    if st is None:
+        raise NotFound(f"No file {target.rel} in the workspace", code="file_not_found")
+    return st
+
+
 def kind(mode: int) -> str:
     if stat.S_ISLNK(mode):
         return "symlink"
@@ -173,10 +181,7 @@ class Download:
             folder = ws.folder(target.folder)
             try:
                 # Looked at before the open too, so that a device is not even opened.
-                st = lstat(folder, target.name)
-                if st is None:
-                    raise NotFound(f"No file {target.rel} in the workspace", code="file_not_found")
-                cls._check(st, target)
+                cls._check(existing(folder, target), target)
                 fd = os.open(target.name, READ_FLAGS, dir_fd=folder)
             finally:
                 os.close(folder)
@@ -299,10 +304,7 @@ def delete(ws: Workspace, rel: str) -> None:
     with answering(target.rel):
         folder = ws.folder(target.folder)
         try:
-            st = lstat(folder, target.name)
-            if st is None:
-                raise NotFound(f"No file {target.rel} in the workspace", code="file_not_found")
-            if stat.S_ISDIR(st.st_mode):
+            if stat.S_ISDIR(existing(folder, target).st_mode):
                 # With dir_fd, rmtree walks by descriptors and unlinks the symlinks inside.
                 shutil.rmtree(target.name, dir_fd=folder)
             else:

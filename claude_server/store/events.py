@@ -22,38 +22,11 @@ INSERT_CHUNK = "INSERT OR IGNORE INTO events (turn_id, first_seq, last_seq, name
 # SQLite integers are 64-bit: a seq beyond them is past any turn's end.
 MAX_SEQ = 2**63 - 1
 
-EventRow = tuple[str, int, str | None, bytes]  # turn_id, seq, name, data
 ChunkRow = tuple[str, int, int, str | None, bytes]  # turn_id, first_seq, last_seq, names, data
-
-
-def chunks(rows: Sequence[EventRow]) -> list[ChunkRow]:
-    """Rows of the events table for (turn_id, seq, name, data) events given in order."""
-    out: list[ChunkRow] = []
-    i = 0
-    while i < len(rows):
-        turn_id, first = rows[i][0], rows[i][1]
-        lines: list[bytes] = []
-        names: dict[str, str] = {}
-        size = 0
-        j = i
-        # A chunk holds consecutive seqs of one turn only.
-        while j < len(rows) and rows[j][0] == turn_id and rows[j][1] == first + (j - i) and size < CHUNK_BYTES:
-            if rows[j][2]:
-                names[str(rows[j][1])] = str(rows[j][2])
-            lines.append(rows[j][3])
-            size += len(rows[j][3])
-            j += 1
-        out.append((turn_id, first, first + len(lines) - 1, json.dumps(names) if names else None, b"\n".join(lines)))
-        i = j
-    return out
 
 
 class EventQueries:
     db: Database
-
-    async def insert_events(self, rows: Sequence[EventRow]) -> None:
-        """(turn_id, seq, name, data) rows, in order, in one transaction."""
-        await self.insert_chunks(chunks(rows))
 
     async def insert_chunks(self, rows: Sequence[ChunkRow]) -> None:
         """Rows of the events table, in one transaction."""
@@ -86,8 +59,3 @@ class EventQueries:
             if len(rows) < READ_ROWS:
                 break
         return out
-
-    async def last_event_seq(self, turn_id: str) -> int:
-        return int(
-            await self.db.fetchval("SELECT coalesce(max(last_seq), 0) FROM events WHERE turn_id = ?", (turn_id,))
-        )

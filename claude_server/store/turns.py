@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from claude_server.store.database import Database
-from claude_server.store.events import INSERT_CHUNK, chunks
+from claude_server.store.events import INSERT_CHUNK
 from claude_server.store.rows import TURN_COLUMNS, TurnRow, dumps, now_iso
 
 STAT_GROUPS = {
@@ -158,7 +158,7 @@ class TurnQueries:
                     "SELECT coalesce(max(last_seq), 0) AS seq FROM events WHERE turn_id = ?", (row.turn_id,)
                 )
                 seq = max(found["seq"] if found else 0, row.last_seq) + 1
-                await tx.executemany(INSERT_CHUNK, chunks([(row.turn_id, seq, "error", data)]))
+                await tx.execute(INSERT_CHUNK, (row.turn_id, seq, seq, json.dumps({str(seq): "error"}), data))
                 await tx.execute(
                     "UPDATE turns SET status = 'interrupted', finished_at = ?, error = ?, last_seq = ? "
                     "WHERE turn_id = ?",
