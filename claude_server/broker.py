@@ -1,12 +1,15 @@
 """The broker: starts, runs, finishes, cancels and recovers turns.
 
 A turn is a CLI run that belongs to the server, not to the HTTP request that asked for it.
-``start`` resolves the session, passes the gate (policy, budget, rate, slot or queue),
-creates the turn's row and its process; ``_run`` reads the CLI's lines into the turn's log
-(the recorder makes them durable before followers see them), records the session when the
-CLI reports ``init`` and the outcome when it exits; ``_finish`` is the one place a turn
-ends, whatever path it took, and gives back its admission ticket. Nothing here imports
-aiohttp: routes render the events, the broker only produces them.
+``start`` resolves the session, passes the gate (policy, budget, rate, slot or queue; or
+waits for its session, ``if_busy``), creates the turn's row and writes its prompt to a CLI:
+the session's warm one from the pool, or a new one (``--resume``). The CLI's lines reach the
+turn's log through its ``TurnRun`` (the recorder makes them durable before followers see
+them); the turn ends at the CLI's ``result``, or when the CLI exits. ``_finish`` is the one
+place a turn ends, whatever path it took: it gives back the admission ticket, and the CLI
+goes back to the pool or is ended. Cancelling a turn interrupts it through the control
+protocol and keeps the CLI; only when that fails is the CLI ended by signal. Nothing here
+imports aiohttp: routes render the events, the broker only produces them.
 """
 
 from __future__ import annotations
@@ -21,33 +24,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from claude_server.claude import events
-from claude_server.claude.command import TurnOptions, build_argv, build_env
+from claude_server.claude.command import TurnOptions, build_env
+from claude_server.claude.live import ControlError, LiveCli
 from claude_server.claude.probe import CliInfo, CredentialCheck, Credentials, install_hint, probe_cli
-from claude_server.claude.process import CliProcess, LineTooLong
 from claude_server.claude.reaper import Reaper
+from claude_server.cli_supply import INTERRUPTING, CliSupply, SupplySettings
 from claude_server.config import Settings
 from claude_server.errors import Conflict, ServiceUnavailable
 from claude_server.gate import Gate
 from claude_server.metrics import Metrics
 from claude_server.occupancy import Occupancy
-from claude_server.outcome import StopCode, TurnResult, TurnStatus, own_cost
+from claude_server.outcome import StopCode, TurnStatus
 from claude_server.placement import record_session, resolve_session, workspace_for
 from claude_server.principal import OPEN, Principal
 from claude_server.recorder import Recorder
 from claude_server.recovery import recover
 from claude_server.store import ConversationTaken, Store, TurnRow
 from claude_server.turn import Subscription, Turn
+from claude_server.turn_end import log_end, record_end
+from claude_server.turn_run import TurnRun
 from claude_server.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
-# After the CLI printed its result it still writes its transcript; it gets this long to
-# exit by itself before it is ended (reported elsewhere: a CLI that never exits).
+# A CLI that is not kept warm gets this long after its result to exit by itself once its
+# input is closed (it still writes its transcript; reported elsewhere: a CLI that never exits).
 POST_RESULT_GRACE_S = 10.0
-# A flood waits at most this long per batch for a slow follower to make room in memory.
-BACKPRESSURE_MAX_WAIT_S = 1.0
-# The watchdog looks at the deadlines at least this often.
-WATCHDOG_TICK_S = 1.0
+# An interrupt through the control protocol ends a turn within milliseconds (measured);
+# without the CLI's result within this long, the CLI is ended by signal instead.
+INTERRUPT_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,9 @@ class BrokerSettings:
     turn_timeout_s: float = 3600.0
     inactivity_timeout_s: float = 600.0
     queue_timeout_s: float = 60.0
+    warm_idle_timeout_s: float = 300.0
+    max_warm: int = 8
+    permission_timeout_s: float = 600.0
     server_id: str = ""
 
     @classmethod
@@ -71,6 +79,9 @@ class BrokerSettings:
             turn_timeout_s=settings.turn_timeout_s,
             inactivity_timeout_s=settings.inactivity_timeout_s,
             queue_timeout_s=settings.queue_timeout_s,
+            warm_idle_timeout_s=settings.warm_idle_timeout_s,
+            max_warm=settings.max_warm,
+            permission_timeout_s=settings.permission_timeout_s,
             server_id=server_id,
         )
 
@@ -98,6 +109,18 @@ class Broker:
         self.reaper = Reaper()
         self.turns: dict[str, Turn] = {}  # not yet finished
         self.occupancy = Occupancy()
+        self.supply = CliSupply(
+            SupplySettings(
+                settings.environ,
+                settings.child_env,
+                settings.server_id,
+                settings.warm_idle_timeout_s,
+                settings.max_warm,
+            ),
+            store,
+            self.reaper,
+            self.metrics,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -139,15 +162,17 @@ class Broker:
         conversation_id: str | None = None,
         workspace_name: str | None = None,
         principal: Principal = OPEN,
+        if_busy: str = "reject",
     ) -> Subscription:
         """Start a turn (or queue it for a slot) and return the caller's subscription to it.
 
         ``conversation_id`` resumes the session bound to it, or binds the new session;
-        ``workspace_name`` puts a new session in a shared, named workspace. Raises
-        ``ApiError`` for what the client should hear before any stream, checked in this
-        order: server closing or CLI missing (503), bad combination (400), unknown or
-        foreign session (404), policy (403), budget (429), busy session (409), rate and
-        queue (429)."""
+        ``workspace_name`` puts a new session in a shared, named workspace; ``if_busy``
+        says what to do when a turn runs on the session: ``reject`` (409), ``queue`` (run
+        after it) or ``interrupt`` (end it, then run). Raises ``ApiError`` for what the
+        client should hear before any stream, checked in this order: server closing or CLI
+        missing (503), bad combination (400), unknown or foreign session (404), policy
+        (403), budget (429), busy session (409), rate and queue (429)."""
         await self._check_cli()
         options, session = await resolve_session(self.store, options, conversation_id, principal)
         workspace, create = await workspace_for(self.store, self.workspaces, session, workspace_name, principal)
@@ -163,10 +188,18 @@ class Broker:
         )
         # The session is checked after the gate's last await: another request may have
         # started a turn on it meanwhile.
-        await self.gate.admit(turn, lambda: self.occupancy.check(turn))
-        # From here on the turn owns its ticket: every way out goes through _finish.
+        now = await self.gate.admit(turn, lambda: self.occupancy.check(turn, if_busy))
+        # From here on the turn owns its ticket (or its place in the session's line): every
+        # way out goes through _finish.
         self.turns[turn.id] = turn
-        self.occupancy.claim(turn)
+        session_free: asyncio.Future[bool] | None = None
+        busy_with = None
+        if now:
+            self.occupancy.claim(turn)
+        else:
+            assert session is not None
+            busy_with = self.occupancy.running_on(session.session_id)
+            session_free = self.occupancy.enqueue(turn, front=if_busy == "interrupt")
         self.metrics.queue_length.set(self.gate.queued)
         subscription = Subscription(self.store, turn.id, 0, live=turn)
         try:
@@ -192,6 +225,11 @@ class Broker:
             raise self._start_error(exc, conversation_id) from exc
         if turn.process is not None:
             self._spawn(self._run(turn, turn.process), name=f"turn-{turn.id}")
+        elif session_free is not None:
+            self._spawn(self._after_session(turn, session_free), name=f"waiting-{turn.id}")
+            if if_busy == "interrupt" and busy_with is not None:
+                busy_with.stop(StopCode.CANCELLED, "Interrupted by a new message on the session")
+                self._spawn(self._terminate(busy_with), name=f"interrupt-{busy_with.id}")
         else:
             self._spawn(self._queued(turn), name=f"queued-{turn.id}")
         return subscription
@@ -209,32 +247,64 @@ class Broker:
         return exc
 
     async def _launch(self, turn: Turn) -> None:
-        """Make the workspace ready and start the CLI in it."""
+        """Make the workspace ready, take the session's warm CLI or start one, and write
+        the prompt to it."""
         assert self.cli.path is not None
         created = await asyncio.to_thread(self.workspaces.prepare, turn.workspace)
         turn.created_workspace = created and turn.create_workspace
-        turn.process = await CliProcess.spawn(
-            build_argv(self.cli.path, turn.options),
-            cwd=turn.workspace,
-            env=build_env(self.settings.environ, turn.id, self.settings.child_env),
-            stdin_data=turn.options.prompt.encode(),
-            turn_id=turn.id,
-            reaper=self.reaper,
+        live = await self.supply.take(turn, self.cli.path)
+        turn.process = live
+        turn.warm = live.turns > 0
+        turn.run = TurnRun(
+            turn,
+            live,
+            on_init=self._on_init,
+            has_new=self.recorder.has_new,
+            first_event=self.metrics.first_event.observe,
+            permission_timeout_s=self.settings.permission_timeout_s,
         )
+        live.attach(turn.run)
         turn.status = TurnStatus.RUNNING
         turn.started_at = turn.last_activity = asyncio.get_running_loop().time()
+        if turn.recorded:
+            await self.store.set_turn_process(turn.id, live.marker)
+        await live.send(turn.options.prompt)  # a CLI gone meanwhile ends the turn through its run
         self.metrics.turns_started.inc()
         self.metrics.running.set(self.gate.running)
-        log.info("turn %s started (session %s, pid %d)", turn.id, turn.options.session_id or "new", turn.process.pid)
+        log.info(
+            "turn %s started (session %s, pid %d, %s)",
+            turn.id,
+            turn.options.session_id or "new",
+            live.pid,
+            "warm" if turn.warm else "cold",
+        )
+
+    async def _after_session(self, turn: Turn, session_free: asyncio.Future[bool]) -> None:
+        """Wait until the turn before it on the session ended, then take a slot and run."""
+        try:
+            mine = await session_free
+        except asyncio.CancelledError:
+            mine = False
+        if not mine or turn.stop_reason is not None:
+            await self._finish(turn, None)
+            return
+        try:
+            self.gate.enter(turn)
+        except Exception as exc:
+            turn.stop(StopCode.QUEUE_TIMEOUT, str(exc))
+            await self._finish(turn, None)
+            return
+        await self._queued(turn)
 
     async def _queued(self, turn: Turn) -> None:
         """Wait for a slot (at most the queue timeout), then run."""
         ticket = turn.ticket
-        assert ticket is not None and ticket.admitted is not None
-        waited_from = time.monotonic()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(ticket.admitted), self.settings.queue_timeout_s)
-        self.metrics.queue_wait.observe(time.monotonic() - waited_from)
+        assert ticket is not None
+        if ticket.admitted is not None and ticket.slot is None:
+            waited_from = time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ticket.admitted), self.settings.queue_timeout_s)
+            self.metrics.queue_wait.observe(time.monotonic() - waited_from)
         if ticket.slot is None:  # timed out (or left the queue when it was cancelled)
             ticket.release()
             turn.stop(
@@ -249,7 +319,7 @@ class Broker:
             await self.store.set_turn_status(turn.id, TurnStatus.RUNNING)
             await self._launch(turn)
         except Exception as exc:
-            await self._finish(turn, None, start_error=exc)
+            await self._finish(turn, turn.process, start_error=exc)
             return
         assert turn.process is not None
         await self._run(turn, turn.process)
@@ -259,53 +329,39 @@ class Broker:
         turn.log.append(data, kind, name)
         self.recorder.has_new(turn)
 
-    async def _run(self, turn: Turn, proc: CliProcess) -> None:
-        loop = asyncio.get_running_loop()
-        watchdog = asyncio.create_task(self._watch(turn, proc))
+    async def _run(self, turn: Turn, live: LiveCli) -> None:
+        """Wait for the turn's result (or its CLI's end); a CLI that is not to stay warm is
+        then given its time to exit by itself."""
+        run = turn.run
+        assert run is not None
+        watchdog = asyncio.create_task(self._watch(run))
         try:
             if turn.stop_reason is not None:  # stopped while its CLI was being started
-                await proc.terminate()
-            try:
-                append = turn.log.append
-                async for batch in proc.batches():
-                    turn.last_activity = loop.time()
-                    for line in batch:
-                        classified = events.classify(line)
-                        if classified is None:
-                            if line.strip():
-                                log.info("turn %s: non-JSON line from the CLI: %.300r", turn.id, line)
-                            continue
-                        kind, obj = classified
-                        if obj is not None:  # the few lines the server reads something from
-                            if kind == "system/init":
-                                await self._on_init(turn, obj)
-                            elif kind == "result":
-                                turn.result = TurnResult.of(obj)
-                                turn.result_at = loop.time()
-                        append(line, kind)
-                    if turn.first_event_at is None and turn.last_seq:
-                        turn.first_event_at = turn.last_activity
-                        self.metrics.first_event.observe(turn.first_event_at - turn.started_at)
-                    self.recorder.has_new(turn)
-                    await turn.log.room(BACKPRESSURE_MAX_WAIT_S)
-            except LineTooLong as exc:
-                turn.stop(StopCode.LINE_TOO_LONG, str(exc))
-                await proc.terminate()
-            turn.exit_code = await proc.wait()
-            await proc.stderr_done()
+                await self._terminate(turn)
+            await run.done.wait()
+            if live.failure is not None:
+                code = StopCode.LINE_TOO_LONG if live.line_too_long else StopCode.INTERNAL
+                turn.stop(code, live.failure)
+            if not self.supply.keeps(turn, live, self._closing):
+                await live.end(POST_RESULT_GRACE_S)
+            if not live.process.running:
+                turn.exit_code = await live.process.wait()
+                await live.process.stderr_done()
         except Exception as exc:
-            log.exception("turn %s: reading the CLI failed", turn.id)
-            turn.stop(StopCode.INTERNAL, f"The server failed while reading the CLI: {exc}")
-            await proc.terminate()
+            log.exception("turn %s: running the CLI failed", turn.id)
+            turn.stop(StopCode.INTERNAL, f"The server failed while running the CLI: {exc}")
+            await live.close()
         finally:
             watchdog.cancel()
-            await self._finish(turn, proc)
+            await self._finish(turn, live)
 
     async def _on_init(self, turn: Turn, obj: dict[str, Any]) -> None:
         model = obj.get("model")
         if isinstance(model, str):
             turn.model = model
         sid = events.session_id(obj)
+        if turn.process is not None and sid is not None:
+            turn.process.session_id = sid
         if sid is None or sid == turn.session_id:
             return
         try:
@@ -315,29 +371,11 @@ class Broker:
         turn.session_id = sid
         self.occupancy.moved(turn, sid)
 
-    async def _watch(self, turn: Turn, proc: CliProcess) -> None:
-        """End the turn at its total deadline, after too long a silence, or when the CLI does
-        not exit after its result."""
-        loop = asyncio.get_running_loop()
-        total = self.settings.turn_timeout_s
-        idle = self.settings.inactivity_timeout_s
-        while True:
-            now = loop.time()
-            if now >= turn.started_at + total:
-                turn.stop(StopCode.TURN_TIMEOUT, f"The turn ran longer than the turn timeout ({total:g}s)")
-                break
-            if now >= turn.last_activity + idle:
-                turn.stop(
-                    StopCode.INACTIVITY_TIMEOUT, f"Claude Code printed nothing for {idle:g}s (the inactivity timeout)"
-                )
-                break
-            if turn.result_at is not None and now >= turn.result_at + POST_RESULT_GRACE_S:
-                log.warning("turn %s: CLI did not exit %gs after its result; ending it", turn.id, POST_RESULT_GRACE_S)
-                break
-            await asyncio.sleep(WATCHDOG_TICK_S)
-        await proc.terminate()
-
     # ---- ending ------------------------------------------------------------------------
+    async def _watch(self, run: TurnRun) -> None:
+        await run.deadline(self.settings.turn_timeout_s, self.settings.inactivity_timeout_s)
+        await self._terminate(run.turn)
+
     def _orphaned(self, turn: Turn) -> None:
         """The last follower of a turn that is not detached went away: cancel it."""
         if turn.stop(StopCode.CLIENT_DISCONNECTED, "The client disconnected"):
@@ -351,11 +389,27 @@ class Broker:
         return task
 
     async def _terminate(self, turn: Turn) -> None:
-        """End a stopped turn: its process if it runs, its place in the queue if it waits."""
-        if turn.process is not None:
-            await turn.process.terminate()
-        elif turn.ticket is not None and turn.ticket.waiting:
-            turn.ticket.release()
+        """End a stopped turn: interrupt it (its CLI stays) when it was cancelled, else, or
+        when the interrupt is not answered in time, end its CLI; a waiting turn leaves its
+        place in the queue or in its session's line."""
+        live, run = turn.process, turn.run
+        if live is None or run is None:
+            if turn.ticket is not None and turn.ticket.waiting:
+                turn.ticket.release()
+            elif turn.ticket is None:
+                self.occupancy.leave(turn)
+            return
+        stop = turn.stop_reason
+        run.prompts.deny_all(stop.message if stop else "The turn was stopped", "interrupt", interrupt=True)
+        if stop is not None and stop.code in INTERRUPTING and live.alive and not run.done.is_set():
+            try:
+                async with asyncio.timeout(INTERRUPT_GRACE_S):
+                    await live.control("interrupt")
+                    await run.done.wait()
+                return
+            except (ControlError, TimeoutError) as exc:
+                log.warning("turn %s: interrupt failed (%s); ending its CLI", turn.id, exc or "no result in time")
+        await live.process.terminate()
 
     async def cancel(self, turn: Turn, code: StopCode = StopCode.CANCELLED, message: str = "") -> None:
         """End a running or queued turn and wait until it is recorded; its followers receive
@@ -365,11 +419,25 @@ class Broker:
         await asyncio.shield(self._spawn(self._terminate(turn), name=f"cancel-{turn.id}"))
         await turn.wait()
 
-    async def _finish(self, turn: Turn, proc: CliProcess | None, start_error: BaseException | None = None) -> None:
+    async def stop_session(self, session_id: str, code: StopCode, message: str) -> None:
+        """End everything of a session: the turns waiting for it, the one running on it,
+        its warm CLI (the session is being deleted)."""
+        for waiting in self.occupancy.waiting_on(session_id):
+            await self.cancel(waiting, code, message)
+        running = self.running_on(session_id)
+        if running is not None:
+            await self.cancel(running, code, message)
+        await self.supply.end_session(session_id)
+
+    async def _finish(self, turn: Turn, live: LiveCli | None, start_error: BaseException | None = None) -> None:
         """Record how the turn ended, give back its ticket, free its session, end its
-        followers' streams. ``proc`` is None for a turn that never ran (queue timeout,
-        cancelled while queued, a start that failed)."""
-        stderr = proc.stderr_tail() if proc is not None else None
+        followers' streams, and keep its CLI warm or end it. ``live`` is None for a turn
+        that never ran (queue timeout, cancelled while queued, a start that failed)."""
+        if turn.run is not None:
+            turn.run.prompts.deny_all("The turn ended", "server", tell_cli=False)
+        stderr = live.process.stderr_tail() if live is not None and not live.process.running else None
+        if live is not None and stderr is None and turn.result is None:
+            stderr = live.process.stderr_tail()
         status, error = turn.outcome(stderr, start_error, self.settings.queue_timeout_s)
         if error is not None and turn.recorded:
             self._append(turn, error.event(), "error", name="error")
@@ -379,72 +447,28 @@ class Broker:
             await asyncio.to_thread(self.workspaces.discard, turn.workspace)
         loop = asyncio.get_running_loop()
         duration_ms = None
-        if proc is not None:
+        if live is not None:
             duration_ms = (turn.result and turn.result.duration_ms) or (loop.time() - turn.started_at) * 1000
         try:
             # The log is complete in SQLite before the turn counts as finished, so that a
             # replay from the database never misses its tail.
-            await asyncio.shield(self._record_end(turn, status, duration_ms))
+            await asyncio.shield(record_end(self.store, self.recorder, turn, live, status, duration_ms))
         except Exception:
             log.exception("turn %s: could not record its end", turn.id)
         turn.release_ticket()
         self.metrics.running.set(self.gate.running)
         self.metrics.queue_length.set(self.gate.queued)
         self.metrics.turn_ended(status, turn.model, turn.result)
-        if proc is not None:
+        if live is not None:
             self.metrics.turn_duration.observe(loop.time() - turn.started_at)
+        # Into the pool before the session is free: a turn waiting for it takes this CLI.
+        kept = live is not None and self.supply.keeps(turn, live, self._closing) and self.supply.keep(live)
         self._release(turn)
         turn.finish(status)
         turn.log.close()
-        self._log_end(turn, status, duration_ms)
-        if proc is not None:
-            await proc.close()
-
-    def _log_end(self, turn: Turn, status: TurnStatus, duration_ms: float | None) -> None:
-        error = turn.error
-        reason = f": {error.code}: {error.message}" if error is not None else ""
-        log.log(
-            logging.INFO if status is TurnStatus.SUCCEEDED else logging.WARNING,
-            "turn %s %s%s",
-            turn.id,
-            status,
-            reason,
-            extra={
-                "turn_id": turn.id,
-                "session_id": turn.session_id,
-                "key": turn.principal.name,
-                "status": str(status),
-                "exit_code": turn.exit_code,
-                "duration_ms": round(duration_ms, 1) if duration_ms is not None else None,
-                "cost_usd": turn.result.cost_usd if turn.result else None,
-                "model": turn.model,
-                "error_code": error.code if error else None,
-            },
-        )
-
-    async def _record_end(self, turn: Turn, status: TurnStatus, duration_ms: float | None) -> None:
-        result = turn.result
-        if result is not None and turn.options.session_id:
-            previous = await self.store.session_cost_before(turn.options.session_id)
-            turn.result = result = dataclasses.replace(result, cost_usd=own_cost(result, previous))
-        await self.recorder.flush()
-        if not turn.recorded:
-            return
-        await self.store.finish_turn(
-            turn.id,
-            status=status,
-            exit_code=turn.exit_code,
-            cost_usd=result.cost_usd if result else None,
-            session_cost_usd=result.total_cost_usd if result else None,
-            usage=result.usage if result else None,
-            num_turns=result.num_turns if result else None,
-            error=turn.error.to_json() if turn.error else None,
-            last_seq=turn.last_seq,
-            model=turn.model,
-            duration_ms=duration_ms,
-        )
-        if turn.session_id is not None:
-            await self.store.touch_session(turn.session_id)
+        log_end(turn, status, duration_ms)
+        if live is not None and not kept:
+            await self.supply.retire(live)
 
     def _release(self, turn: Turn) -> None:
         self.turns.pop(turn.id, None)
@@ -466,7 +490,7 @@ class Broker:
 
     async def shutdown(self) -> None:
         """Refuse new turns, end the running and queued ones (their followers hear
-        ``server_shutdown``) and wait until each is recorded."""
+        ``server_shutdown``) and wait until each is recorded; end every warm CLI."""
         self._closing = True
         started = time.monotonic()
         live = list(self.turns.values())
@@ -475,6 +499,12 @@ class Broker:
         await asyncio.gather(*(self._terminate(t) for t in live), return_exceptions=True)
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        warm = await self.supply.close()
         await self.recorder.close()
         self.reaper.close()
-        log.info("shutdown: ended %d running turn(s) in %.1fs", len(live), time.monotonic() - started)
+        log.info(
+            "shutdown: ended %d running turn(s) and %d warm CLI(s) in %.1fs",
+            len(live),
+            warm,
+            time.monotonic() - started,
+        )

@@ -23,6 +23,7 @@ from claude_server.settings_values import (
     _port,
     _positive_int,
     _seconds,
+    _seconds_or_off,
     _size,
 )
 
@@ -42,6 +43,9 @@ class Settings:
     claude_bin: str = "claude"
     turn_timeout_s: float = 3600.0
     inactivity_timeout_s: float = 600.0
+    warm_idle_timeout_s: float = 300.0
+    max_warm: int = 8
+    permission_timeout_s: float = 600.0
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = 16 * MIB
@@ -155,7 +159,14 @@ _METAVARS = {
 
 
 def _metavar(opt: Option) -> str:
-    by_kind = {_port: "PORT", _seconds: "SECONDS", _size: "SIZE", _positive_int: "N", _non_negative_int: "N"}
+    by_kind = {
+        _port: "PORT",
+        _seconds: "SECONDS",
+        _seconds_or_off: "SECONDS",
+        _size: "SIZE",
+        _positive_int: "N",
+        _non_negative_int: "N",
+    }
     return _METAVARS.get(opt.name) or by_kind.get(opt.parse) or opt.name.upper()
 
 

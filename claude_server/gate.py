@@ -85,22 +85,18 @@ class Gate:
                 code="budget_exceeded",
             )
 
-    async def admit(self, turn: Turn, ready: Callable[[], None] = lambda: None) -> None:
+    async def admit(self, turn: Turn, ready: Callable[[], bool] = lambda: True) -> bool:
         """Give ``turn`` its ticket (a slot now, or a place in the queue), or raise: 403 for
         the policy, 429 for the budget, the rate limit or a full queue. ``ready`` runs after
         the last await and before anything is taken, so checks that must not race (is the
-        session busy?) raise there with nothing to give back."""
+        session busy?) raise there with nothing to give back; when it returns False the
+        turn is to wait for its session first: it gets no ticket now (False), and
+        ``enter`` gives it one when its session is free."""
         self.check_policy(turn.options)
         await self._check_budget(turn.principal)
-        ready()
+        now = ready()
+        self._check_room()
         principal = turn.principal
-        if self.admission.full:
-            raise TooManyRequests(
-                f"All {self.admission.slots} slots are busy and the queue is full "
-                f"({self.admission.max_queue} waiting); retry later",
-                retry_after=self.settings.queue_timeout_s,
-                code="queue_full",
-            )
         wait = self.rate_limiter.take(principal.key_id or "")
         if wait:
             raise TooManyRequests(
@@ -109,6 +105,22 @@ class Gate:
                 retry_after=wait,
                 code="rate_limited",
             )
+        if now:
+            self.enter(turn)
+        return now
+
+    def _check_room(self) -> None:
+        if self.admission.full:
+            raise TooManyRequests(
+                f"All {self.admission.slots} slots are busy and the queue is full "
+                f"({self.admission.max_queue} waiting); retry later",
+                retry_after=self.settings.queue_timeout_s,
+                code="queue_full",
+            )
+
+    def enter(self, turn: Turn) -> None:
+        """A slot, or a place in the queue (429 when it is full)."""
+        self._check_room()
         ticket = self.admission.ticket(turn)
         assert ticket is not None  # not full, checked above with nothing awaited since
         turn.ticket = ticket

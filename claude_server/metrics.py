@@ -3,7 +3,12 @@ as in the tests, never share counters)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from claude_server.outcome import TurnResult
 
@@ -53,5 +58,25 @@ class Metrics:
             if value:
                 self.tokens.labels(model=label, kind=kind.removesuffix("_tokens")).inc(value)
 
+    def watch_pool(self, stats: Callable[[], dict[str, Any]]) -> None:
+        """Export the warm pool's figures (``WarmPool.public``) as they are at each scrape."""
+        self.registry.register(_PoolCollector(stats))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _PoolCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield GaugeMetricFamily("claude_server_warm_clis", "Idle warm CLI processes", value=stats["size"])
+        for name, text in (
+            ("hits", "Turns that found their session's warm CLI"),
+            ("misses", "Turns on a known session that started a new CLI"),
+            ("evictions", "Warm CLIs ended because the pool was full"),
+            ("expired", "Warm CLIs ended after the idle timeout"),
+        ):
+            yield CounterMetricFamily(f"claude_server_warm_{name}", text, value=stats[name])

@@ -256,3 +256,15 @@ def own_cost(result: TurnResult, previous_total: float | None) -> float | None:
     if since is not None and previous_total > COST_EPSILON_USD and abs(total - since) <= COST_EPSILON_USD:
         return total
     return max(0.0, total - previous_total)
+
+
+def warm_cost(result: TurnResult, process_total_before: float | None) -> float | None:
+    """The own cost of a turn in a CLI that served turns before it: the CLI's
+    ``total_cost_usd`` there is its running total since it started (measured on 2.1.332),
+    so the turn's cost is the difference to the total at its previous result; without
+    that, ``model_usage_since_last_result``."""
+    total = result.total_cost_usd
+    if total is None or process_total_before is None or total + COST_EPSILON_USD < process_total_before:
+        since = result.run_cost_usd()
+        return since if since is not None else total
+    return max(0.0, total - process_total_before)

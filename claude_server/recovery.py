@@ -1,6 +1,7 @@
 """Restart recovery: what a server that is gone left behind. Its unfinished turns are marked
 ``interrupted`` (their log ends with an ``interrupted`` error, numbered above every event
-a client could hold), their leftover processes are killed by marker, a workspace that no
+a client could hold), the CLI processes it did not end (running or warm) are killed by
+marker with everything they started, a workspace that no
 session came to use is removed, and what a turn's stored ``result`` line says it cost is
 recorded, so that its spend counts for the turn that made it. No aiohttp here."""
 
@@ -24,14 +25,18 @@ async def recover(store: Store, reaper: Reaper, workspaces: Workspaces, server_i
     ``instance``); returns the turns it marked interrupted."""
     error = TurnError(StopCode.INTERRUPTED, "The server stopped while this turn was running")
     rows = await store.interrupt_unfinished(error.to_json(), server_id)
-    if not rows:
+    markers = await store.unended_processes(server_id)
+    if not rows and not markers:
         return rows
-    killed = await reaper.sweep({row.turn_id for row in rows})
+    killed = await reaper.sweep(markers)
+    await store.end_processes(markers)
     servers = sorted({row.server_id or "an earlier version" for row in rows})
     log.warning(
-        "marked %d turn(s) of a server that is gone (%s) interrupted; killed %d leftover process(es)",
+        "marked %d turn(s) of a server that is gone (%s) interrupted; %d CLI process(es) were left, "
+        "killed %d leftover process(es)",
         len(rows),
-        ", ".join(servers),
+        ", ".join(servers) or "none",
+        len(markers),
         killed,
     )
     for row in rows:

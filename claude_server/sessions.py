@@ -50,14 +50,12 @@ class Sessions:
         self.broker = broker  # None when run from the command line, outside the server
 
     async def delete(self, row: SessionRow) -> bool:
-        """Stop its running turn, then remove rows, workspace (unless still used) and
+        """Stop its turns and its warm CLI, then remove rows, workspace (unless still used) and
         transcripts. False when another delete removed it first."""
         sid = row.session_id
         if self.broker is not None:
             with self.broker.deleting(sid):
-                running = self.broker.running_on(sid)
-                if running is not None:
-                    await self.broker.cancel(running, StopCode.SESSION_DELETED, "The session was deleted")
+                await self.broker.stop_session(sid, StopCode.SESSION_DELETED, "The session was deleted")
                 deleted = await self._remove(row)
         else:
             deleted = await self._remove(row)

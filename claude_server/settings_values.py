@@ -52,6 +52,7 @@ def _at_least(convert: Callable[[str], T], zero_ok: bool, what: str) -> Callable
 
 
 _seconds = _at_least(float, zero_ok=False, what="a number of seconds")
+_seconds_or_off = _at_least(float, zero_ok=True, what="a number of seconds")
 _non_negative_float = _at_least(float, zero_ok=True, what="a number")
 _positive_int = _at_least(int, zero_ok=False, what="a whole number")
 _non_negative_int = _at_least(int, zero_ok=True, what="a whole number")

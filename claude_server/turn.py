@@ -30,7 +30,8 @@ from claude_server.store import SessionRow, Store
 
 if TYPE_CHECKING:
     from claude_server.admission import Ticket
-    from claude_server.claude.process import CliProcess
+    from claude_server.claude.live import LiveCli
+    from claude_server.turn_run import TurnRun
 
 # A follower takes at most about this much of the log at once (one write to its client,
 # one read from the store).
@@ -255,7 +256,9 @@ class Turn:
         self.last_activity = self.started_at
         self.result_at: float | None = None
         self.first_event_at: float | None = None
-        self.process: CliProcess | None = None
+        self.process: LiveCli | None = None
+        self.run: TurnRun | None = None  # while its CLI runs it
+        self.warm = False  # it runs in a CLI that served a turn before
         self.ticket: Ticket[Turn] | None = None
         self.recorded = False  # its row exists
         self._on_orphaned = on_orphaned
@@ -340,6 +343,9 @@ class Turn:
             "detach": self.detach,
             "last_seq": self.last_seq,
             "followers": self._followers,
+            "process_id": self.process.marker if self.process is not None else None,
+            "warm": self.warm,
+            "pending_requests": len(self.run.prompts.pending) if self.run is not None else 0,
         }
 
 

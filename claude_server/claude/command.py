@@ -1,4 +1,9 @@
-"""Build the CLI's argv and environment for one turn. Pure functions, tested exhaustively."""
+"""Build the CLI's argv and environment. Pure functions, tested exhaustively.
+
+Every CLI runs in its interactive mode (stream-json on stdin and stdout, the control
+protocol of CLI-FACTS "Interactive mode"): the prompt is a user message written to its
+stdin, so one process can serve turn after turn, ask for permissions, and be interrupted
+without being killed."""
 
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from typing import Any, Literal, get_args
 PermissionMode = Literal["acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan"]
 PERMISSION_MODES: tuple[str, ...] = get_args(PermissionMode)
 
-# The environment variable that marks every process of a turn: the CLI and, because they
-# inherit it, its tools. Processes are found by it, never by a pid alone.
-TURN_MARKER = "CLAUDE_SERVER_TURN_ID"
+# The environment variable that marks every process of one CLI process: the CLI and,
+# because they inherit it, its tools. It is set once, when the CLI starts; a warm CLI keeps
+# it across the turns it serves. Processes are found by it, never by a pid alone.
+PROCESS_MARKER = "CLAUDE_SERVER_PROCESS_ID"
 
 # What the CLI may see of the server's environment. Everything else (the server's own
 # CLAUDE_SERVER_* settings and keys, unrelated secrets) stays out.
@@ -64,6 +70,8 @@ class TurnOptions:
     agent: str | None = None
     # MCP config files (``{"mcpServers": {...}}``), one per configured server the turn enables.
     mcp_config: tuple[str, ...] = ()
+    # Ask the client (over HTTP) about tool uses the permission mode and rules leave open.
+    permission_prompt: bool = False
 
     def summary(self) -> dict[str, Any]:
         """The options as recorded with the turn (without the prompt, stored on its own)."""
@@ -72,11 +80,33 @@ class TurnOptions:
         return {k: v for k, v in data.items() if v not in (None, False, ())}
 
 
+# The options a running CLI cannot change: a turn asking for other ones needs a new process.
+# ``model`` and ``permission_mode`` are not among them: the control protocol changes those.
+# The system prompts are not either: the CLI reads them only when a session is created.
+FIXED_AT_START = (
+    "skip_permissions",
+    "allowed_tools",
+    "disallowed_tools",
+    "max_turns",
+    "max_budget_usd",
+    "agent",
+    "mcp_config",
+    "include_partial_messages",
+    "permission_prompt",
+)
+
+
+def fixed_at_start(opts: TurnOptions) -> tuple[Any, ...]:
+    """What a CLI started for ``opts`` is fixed to, to compare with a later turn's."""
+    return tuple(getattr(opts, name) for name in FIXED_AT_START)
+
+
 def build_argv(claude_bin: str, opts: TurnOptions) -> list[str]:
-    """The CLI's argv. The prompt is never in it: it goes to stdin (argv caps one argument at
-    128 KiB, and a prompt starting with '-' would be read as a flag). Values are joined to
-    their flag with '=' so that a value starting with '-' cannot become a flag either."""
-    argv = [claude_bin, "-p", "--verbose", "--output-format", "stream-json"]
+    """The CLI's argv. The prompt is never in it: it is written to stdin as a user message
+    (argv caps one argument at 128 KiB, and a prompt starting with '-' would be read as a
+    flag). Values are joined to their flag with '=' so that a value starting with '-'
+    cannot become a flag either."""
+    argv = [claude_bin, "-p", "--verbose", "--input-format", "stream-json", "--output-format", "stream-json"]
     if opts.session_id:
         argv.append(f"--resume={opts.session_id}")
         if opts.fork_session:
@@ -107,6 +137,8 @@ def build_argv(claude_bin: str, opts: TurnOptions) -> list[str]:
         argv.append("--disallowedTools=" + ",".join(opts.disallowed_tools))
     if opts.include_partial_messages:
         argv.append("--include-partial-messages")
+    if opts.permission_prompt:
+        argv.append("--permission-prompt-tool=stdio")
     return argv
 
 
@@ -114,9 +146,10 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def build_env(environ: Mapping[str, str], turn_id: str, extra_allowed: Iterable[str] = ()) -> dict[str, str]:
-    """The CLI's environment: the server's, filtered through the allow-list, plus the turn marker."""
+def build_env(environ: Mapping[str, str], marker: str, extra_allowed: Iterable[str] = ()) -> dict[str, str]:
+    """The CLI's environment: the server's, filtered through the allow-list, plus the
+    process marker."""
     allowed = (*ENV_ALLOW, *extra_allowed)
     env = {k: v for k, v in environ.items() if _matches(k, allowed) and not _matches(k, ENV_DENY)}
-    env[TURN_MARKER] = turn_id
+    env[PROCESS_MARKER] = marker
     return env

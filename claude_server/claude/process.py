@@ -1,9 +1,9 @@
-"""One CLI process: spawn it in its workspace, feed the prompt, read its lines, end it.
+"""One CLI process: spawn it in its workspace, write to its stdin, read its lines, end it.
 
 The CLI runs in a process group of its own, and every Bash tool command it starts runs in a
 session and group of their own (CLI-FACTS: "Processes"), so signalling a group never reaches
-all of a turn. A turn's processes are found instead by the marker variable in their
-environment (``TURN_MARKER``), which tools inherit and ``/proc/<pid>/environ`` shows.
+all of it. Its processes are found instead by the marker variable in their environment
+(``PROCESS_MARKER``), which tools inherit and ``/proc/<pid>/environ`` shows.
 """
 
 from __future__ import annotations
@@ -63,10 +63,10 @@ class LineTooLong(Exception):
 class CliProcess:
     """A running CLI. Use ``spawn``; iterate ``lines()``; ``terminate()`` or ``wait()``; ``close()``."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, exited: asyncio.Event, turn_id: str, reaper: Reaper) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, exited: asyncio.Event, marker: str, reaper: Reaper) -> None:
         self.proc = proc
         self._exited = exited
-        self.turn_id = turn_id
+        self.marker = marker
         self.reaper = reaper
         self._stderr: collections.deque[bytes] = collections.deque()
         self._stderr_size = 0
@@ -85,11 +85,13 @@ class CliProcess:
         *,
         cwd: Path,
         env: Mapping[str, str],
-        stdin_data: bytes,
-        turn_id: str,
+        stdin_data: bytes | None,
+        marker: str,
         reaper: Reaper,
     ) -> CliProcess:
-        """Start the CLI in a new session (so in its own process group), prompt on stdin."""
+        """Start the CLI in a new session (so in its own process group). ``stdin_data`` is
+        written to its stdin, which is then closed; with None stdin stays open for
+        ``write``."""
         # What asyncio.create_subprocess_exec does, with a protocol that reports the exit.
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
@@ -103,14 +105,12 @@ class CliProcess:
             start_new_session=True,
         )
         proc = asyncio.subprocess.Process(transport, protocol, loop)
-        self = cls(proc, protocol.exited, turn_id, reaper)
+        self = cls(proc, protocol.exited, marker, reaper)
         self._widen_stdout_pipe()
         self._stderr_task = asyncio.create_task(self._drain_stderr())
-        self._tasks = [
-            asyncio.create_task(self._feed(stdin_data)),
-            self._stderr_task,
-            asyncio.create_task(self._watch_exit()),
-        ]
+        self._tasks = [self._stderr_task, asyncio.create_task(self._watch_exit())]
+        if stdin_data is not None:
+            self._tasks.append(asyncio.create_task(self._feed(stdin_data)))
         return self
 
     def _widen_stdout_pipe(self) -> None:
@@ -123,24 +123,38 @@ class CliProcess:
                 fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BUFFER_BYTES)
 
     async def _feed(self, data: bytes) -> None:
-        # Close stdin after the prompt: with it left open the CLI waits for more input.
+        try:
+            await self.write(data)
+        finally:
+            self.close_stdin()
+
+    async def write(self, data: bytes) -> bool:
+        """Write to the CLI's stdin; False when it is closed (the CLI is gone)."""
         stdin = self.proc.stdin
         assert stdin is not None
+        if stdin.is_closing():
+            return False
         try:
             stdin.write(data)
             await stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            log.debug("turn %s: CLI closed stdin before reading the whole prompt", self.turn_id)
-        finally:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
-                stdin.close()
+        except (BrokenPipeError, ConnectionResetError, RuntimeError):
+            log.debug("process %s: CLI closed stdin before reading what was written", self.marker)
+            return False
+        return True
+
+    def close_stdin(self) -> None:
+        """End the CLI's input: in stream-json mode it finishes what it runs, then exits."""
+        stdin = self.proc.stdin
+        assert stdin is not None
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, RuntimeError):
+            stdin.close()
 
     async def _drain_stderr(self) -> None:
         # An undrained stderr pipe blocks the child once it is full.
         stderr = self.proc.stderr
         assert stderr is not None
         while chunk := await stderr.read(64 * 1024):
-            log.debug("turn %s stderr: %s", self.turn_id, chunk.decode(errors="replace").rstrip())
+            log.debug("process %s stderr: %s", self.marker, chunk.decode(errors="replace").rstrip())
             self._stderr.append(chunk)
             self._stderr_size += len(chunk)
             while self._stderr_size - len(self._stderr[0]) >= STDERR_TAIL_BYTES:
@@ -150,7 +164,7 @@ class CliProcess:
         await self.wait()
         await asyncio.sleep(EOF_GRACE_S)
         if not self._eof:
-            log.warning("turn %s: CLI exited but its stdout is still open; ending leftover processes", self.turn_id)
+            log.warning("process %s: CLI exited but its stdout is still open; ending leftover processes", self.marker)
             await self.sweep()
 
     async def stderr_done(self, timeout_s: float = 1.0) -> None:
@@ -201,28 +215,32 @@ class CliProcess:
         return returncode
 
     async def terminate(self, grace_s: float = TERM_GRACE_S) -> None:
-        """SIGTERM the CLI's group, wait ``grace_s``, then SIGKILL what is left of the turn."""
+        """SIGTERM the CLI's group, wait ``grace_s``, then SIGKILL everything it left."""
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.wait(), grace_s)
             except TimeoutError:
-                log.warning("turn %s: CLI ignored SIGTERM for %.1fs; killing it", self.turn_id, grace_s)
+                log.warning("process %s: CLI ignored SIGTERM for %.1fs; killing it", self.marker, grace_s)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 await self.wait()
         await self.sweep()
 
+    @property
+    def running(self) -> bool:
+        return self.proc.returncode is None
+
     async def sweep(self) -> int:
-        """Kill every process still carrying this turn's marker (tools the CLI left behind)."""
-        killed = await self.reaper.sweep({self.turn_id})
+        """Kill every process still carrying this CLI's marker (tools it left behind)."""
+        killed = await self.reaper.sweep({self.marker})
         if killed:
-            log.info("turn %s: killed %d leftover process(es)", self.turn_id, killed)
+            log.info("process %s: killed %d leftover process(es)", self.marker, killed)
         return killed
 
     async def close(self) -> None:
-        """After the turn: make sure the process is gone and nothing of it is left."""
+        """Make sure the process is gone and nothing of it is left."""
         if self.proc.returncode is None:
             await self.terminate()
         else:

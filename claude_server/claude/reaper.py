@@ -1,8 +1,8 @@
-"""Finding and killing what is left of a turn, by the marker in its processes' environment.
+"""Finding and killing what is left of a CLI process, by the marker in its processes' environment.
 
 The CLI runs its Bash tools in sessions and process groups of their own (CLI-FACTS,
 "Processes"), so no group signal reaches all of a turn; every process of a turn carries
-``TURN_MARKER=<turn id>`` instead, which ``/proc/<pid>/environ`` shows, also after a server
+``PROCESS_MARKER=<process id>`` instead, which ``/proc/<pid>/environ`` shows, also after a server
 restart. Scanning ``/proc`` is blocking work of several milliseconds: it runs in a thread of
 the reaper's own, so that no file download or other blocking call in the shared thread pool
 can hold up cleaning after a turn, and sweeps asked for while one runs are done together
@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from claude_server.claude.command import TURN_MARKER
+from claude_server.claude.command import PROCESS_MARKER
 
 SWEEP_ROUNDS = 10
 SWEEP_PAUSE_S = 0.05
 
 
-def scan_marked(name: str = TURN_MARKER) -> dict[int, str]:
+def scan_marked(name: str = PROCESS_MARKER) -> dict[int, str]:
     """Every live process (but this one) whose environment holds ``name``, with its value."""
     me = os.getpid()
     prefix = b"\0" + name.encode() + b"="
@@ -47,7 +47,7 @@ def scan_marked(name: str = TURN_MARKER) -> dict[int, str]:
     return found
 
 
-def kill_marked_each(values: set[str], name: str = TURN_MARKER) -> dict[str, int]:
+def kill_marked_each(values: set[str], name: str = PROCESS_MARKER) -> dict[str, int]:
     """SIGKILL every process whose marker is one of ``values``, until none is left; how many
     were killed, per value. Blocking (reads /proc): run it in a thread."""
     killed: dict[str, int] = {}
@@ -65,7 +65,7 @@ def kill_marked_each(values: set[str], name: str = TURN_MARKER) -> dict[str, int
     return killed
 
 
-def kill_marked(values: set[str], name: str = TURN_MARKER) -> int:
+def kill_marked(values: set[str], name: str = PROCESS_MARKER) -> int:
     """SIGKILL every process whose marker is one of ``values``; how many were killed."""
     return sum(kill_marked_each(values, name).values())
 

@@ -55,6 +55,7 @@ async def health(request: web.Request) -> web.Response:
             "max_concurrent": broker.gate.admission.slots,
             "queue_length": broker.gate.queued,
             "max_queue": broker.gate.admission.max_queue,
+            "warm": broker.supply.pool.public(),
         }
     )
 

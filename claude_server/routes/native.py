@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import (
@@ -95,6 +95,10 @@ class ClaudeRequest(BaseModel):
     # Checked against the configuration by the handler (config_files.choose).
     agent: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     mcp_servers: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=64)] | None = None
+    # Ask the client about tool uses the permission mode and rules leave open.
+    permission_prompt: bool | None = None
+    # What to do when a turn already runs on the session.
+    if_busy: Literal["reject", "queue", "interrupt"] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ClaudeRequest:
@@ -119,6 +123,7 @@ class ClaudeRequest(BaseModel):
             fork_session=bool(self.fork_session),
             include_partial_messages=bool(self.include_partial_messages),
             max_budget_usd=self.max_budget_usd,
+            permission_prompt=bool(self.permission_prompt),
         )
 
 
@@ -161,6 +166,7 @@ async def claude(request: web.Request) -> web.StreamResponse:
         conversation_id=req.conversation_id,
         workspace_name=req.workspace,
         principal=principal(request),
+        if_busy=req.if_busy or "reject",
     )
     turn = sub.turn
     assert turn is not None

@@ -1,7 +1,7 @@
 """The store: every SQL statement of the server, over one database with a single writer.
 
 ``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
-exchanges); nothing outside this package runs SQL.
+exchanges, CLI processes); nothing outside this package runs SQL.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from claude_server.store.compat import CompatQueries
 from claude_server.store.database import Database
 from claude_server.store.events import EventQueries
 from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
+from claude_server.store.processes import ProcessQueries
 from claude_server.store.rows import (
     KeyRow,
     SessionRow,
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 
-class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries):
+class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries):
     """Typed access to every table. ``await Store.open(path)``; ``await store.close()``."""
 
     def __init__(self, db: Database) -> None:

@@ -146,6 +146,7 @@ class TurnRow:
     model: str | None
     duration_ms: float | None
     server_id: str | None
+    process_id: str | None
 
     @classmethod
     def of(cls, row: Row) -> TurnRow:
@@ -171,6 +172,7 @@ class TurnRow:
             model=row["model"],
             duration_ms=row["duration_ms"],
             server_id=row["server_id"],
+            process_id=row["process_id"],
         )
 
     def public(self) -> dict[str, Any]:
@@ -192,13 +194,14 @@ class TurnRow:
             "duration_ms": self.duration_ms,
             "error": self.error,
             "last_seq": self.last_seq,
+            "process_id": self.process_id,
         }
 
 
 TURN_COLUMNS = (
     "turn_id, session_id, resumed_from, status, prompt, options, workspace_path, detach, owner, started_at, "
     "finished_at, exit_code, cost_usd, session_cost_usd, usage, num_turns, error, last_seq, model, duration_ms, "
-    "server_id"
+    "server_id, process_id"
 )
 
 
