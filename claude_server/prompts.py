@@ -151,6 +151,13 @@ class Prompts:
                 )
         self._resolve(pending, {"behavior": "allow", "updatedInput": {**pending.input, "answers": answers}}, by)
 
+    def cancelled(self, request_id: str) -> None:
+        """The CLI stopped waiting for the request (its turn was interrupted)."""
+        pending = self.pending.get(request_id)
+        if pending is not None:
+            decision = {"behavior": "deny", "message": "Claude Code withdrew the request"}
+            self._resolve(pending, decision, "claude", tell_cli=False)
+
     def deny_all(self, message: str, by: str, *, interrupt: bool = False, tell_cli: bool = True) -> int:
         """Deny every open request (the turn is being interrupted, or ended)."""
         open_requests = list(self.pending.values())

@@ -87,6 +87,9 @@ class TurnRun:
         )
         self.live.refuse(request_id, "This server does not answer that request")
 
+    def control_cancelled(self, request_id: str) -> None:
+        self.prompts.cancelled(request_id)
+
     def ended(self) -> None:
         self.done.set()
 

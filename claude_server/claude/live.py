@@ -46,6 +46,8 @@ class Sink(Protocol):
 
     def control_request(self, request_id: str, request: dict[str, Any]) -> None: ...
 
+    def control_cancelled(self, request_id: str) -> None: ...
+
     def ended(self) -> None: ...
 
 
@@ -146,6 +148,10 @@ class LiveCli:
                         self._answered(obj)
                     elif kind == "control_request" and obj is not None:
                         self._asked(obj)
+                    elif kind == "control_cancel_request" and obj is not None:
+                        # The CLI no longer waits for the answer (seen after an interrupt).
+                        if self._sink is not None and isinstance(obj.get("request_id"), str):
+                            self._sink.control_cancelled(obj["request_id"])
                     else:
                         out.append((line, kind, obj))
                 if out:
