@@ -73,9 +73,10 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
     return predicate()
 
 
-def marked_pids(turn_id: str) -> list[int]:
-    """Processes carrying a turn's marker (the CLI and whatever it started)."""
-    needle = f"CLAUDE_SERVER_TURN_ID={turn_id}".encode()
+def marked_pids(process_id: str) -> list[int]:
+    """Processes carrying a CLI process's marker (the CLI and whatever it started); the
+    marker is the ``process_id`` of the turns it ran."""
+    needle = f"CLAUDE_SERVER_PROCESS_ID={process_id}".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

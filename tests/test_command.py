@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from claude_server.claude.command import TURN_MARKER, TurnOptions, build_argv, build_env
+from claude_server.claude.command import PROCESS_MARKER, TurnOptions, build_argv, build_env
 
-BASE = ["claude", "-p", "--verbose", "--output-format", "stream-json"]
+BASE = ["claude", "-p", "--verbose", "--input-format", "stream-json", "--output-format", "stream-json"]
 
 
 def test_minimal_argv_never_contains_the_prompt() -> None:
@@ -54,7 +54,7 @@ def test_all_options_together() -> None:
     )
     argv = build_argv("/opt/claude", opts)
     assert argv[0] == "/opt/claude"
-    assert argv[5:] == [
+    assert argv[len(BASE) :] == [
         "--resume=s",
         "--fork-session",
         "--dangerously-skip-permissions",
@@ -93,7 +93,7 @@ def test_env_is_an_allow_list_plus_the_marker() -> None:
         "DATABASE_URL": "postgres://secret",
     }
     env = build_env(environ, "turn-1")
-    assert env[TURN_MARKER] == "turn-1"
+    assert env[PROCESS_MARKER] == "turn-1"
     assert set(env) == {
         "PATH",
         "HOME",
@@ -106,16 +106,16 @@ def test_env_is_an_allow_list_plus_the_marker() -> None:
         "IS_SANDBOX",
         "HTTPS_PROXY",
         "NODE_EXTRA_CA_CERTS",
-        TURN_MARKER,
+        PROCESS_MARKER,
     }
 
 
 def test_env_extra_names_and_prefixes_but_never_the_denied() -> None:
     environ = {"AWS_REGION": "eu", "AWS_PROFILE": "p", "FOO": "1", "CLAUDECODE": "1", "CLAUDE_SERVER_X": "s"}
     env = build_env(environ, "t", extra_allowed=("AWS_*", "FOO", "CLAUDECODE", "CLAUDE_SERVER_*"))
-    assert {k for k in env if k != TURN_MARKER} == {"AWS_REGION", "AWS_PROFILE", "FOO"}
+    assert {k for k in env if k != PROCESS_MARKER} == {"AWS_REGION", "AWS_PROFILE", "FOO"}
 
 
 def test_env_marker_cannot_be_overridden_by_the_environment() -> None:
-    env = build_env({TURN_MARKER: "other", "PATH": "/bin"}, "mine")
-    assert env[TURN_MARKER] == "mine"
+    env = build_env({PROCESS_MARKER: "other", "PATH": "/bin"}, "mine")
+    assert env[PROCESS_MARKER] == "mine"

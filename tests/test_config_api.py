@@ -268,7 +268,7 @@ def test_choose_checks_agents_and_mcp_servers(tmp_path: Path) -> None:
 
 def test_argv_of_an_agent_and_mcp_servers() -> None:
     options = TurnOptions(prompt="p", agent="-x", mcp_config=("/c/mcp-servers/a.json", "/c/mcp-servers/b.json"))
-    assert build_argv("claude", options)[5:] == [
+    assert build_argv("claude", options)[7:] == [
         "--agent=-x",
         "--mcp-config=/c/mcp-servers/a.json",
         "--mcp-config=/c/mcp-servers/b.json",

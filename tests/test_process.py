@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 from claude_server.claude import process
-from claude_server.claude.command import TURN_MARKER
+from claude_server.claude.command import PROCESS_MARKER
 from claude_server.claude.probe import probe_cli
 from claude_server.claude.process import CliProcess
 from claude_server.claude.reaper import Reaper, kill_marked, scan_marked
@@ -18,7 +18,7 @@ from tests.helpers import pid_alive, wait_until
 
 
 def env_for(turn_id: str) -> dict[str, str]:
-    return {"PATH": os.environ["PATH"], TURN_MARKER: turn_id}
+    return {"PATH": os.environ["PATH"], PROCESS_MARKER: turn_id}
 
 
 async def spawn_py(code: str, tmp_path: Path, stdin: bytes = b"") -> CliProcess:
@@ -27,7 +27,7 @@ async def spawn_py(code: str, tmp_path: Path, stdin: bytes = b"") -> CliProcess:
         cwd=tmp_path,
         env=env_for(str(uuid.uuid4())),
         stdin_data=stdin,
-        turn_id="t",
+        marker="t",
         reaper=Reaper(),
     )
 
@@ -101,7 +101,7 @@ async def test_terminate_kills_what_ignores_sigterm_and_the_detached_grandchild(
         cwd=tmp_path,
         env=env_for(turn_id),
         stdin_data=b"",
-        turn_id=turn_id,
+        marker=turn_id,
         reaper=Reaper(),
     )
     lines = proc.lines()
@@ -130,7 +130,7 @@ async def test_exit_with_stdout_held_open_by_a_stray_child(tmp_path: Path) -> No
         cwd=tmp_path,
         env=env_for(turn_id),
         stdin_data=b"",
-        turn_id=turn_id,
+        marker=turn_id,
         reaper=Reaper(),
     )
     assert await asyncio.wait_for(collect(proc), process.EOF_GRACE_S + 5) == [b"x"]
@@ -143,7 +143,7 @@ def test_kill_marked_only_touches_its_own_turn() -> None:
     procs = {
         value: subprocess.Popen(
             [sys.executable, "-c", "import time; time.sleep(60)"],
-            env={**os.environ, TURN_MARKER: value},
+            env={**os.environ, PROCESS_MARKER: value},
             start_new_session=True,
         )
         for value in (mine, other)
