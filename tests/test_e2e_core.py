@@ -192,9 +192,9 @@ def conversation(request: Recorded) -> list[dict[str, Any]]:
     return [m for m in request.body.get("messages") or [] if m.get("role") in ("user", "assistant")]
 
 
-def turn_processes_running(turn_id: str, cmdline_part: bytes) -> bool:
-    """Whether one of the turn's marked processes has ``cmdline_part`` in its command line."""
-    for pid in marked_pids(turn_id):
+def turn_processes_running(process_id: str, cmdline_part: bytes) -> bool:
+    """Whether one of a CLI's marked processes has ``cmdline_part`` in its command line."""
+    for pid in marked_pids(process_id):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as fh:
                 if cmdline_part in fh.read():
@@ -204,26 +204,41 @@ def turn_processes_running(turn_id: str, cmdline_part: bytes) -> bool:
     return False
 
 
+async def process_of(http: aiohttp.ClientSession, server: RunningServer, turn_id: str) -> str:
+    """The marker of the CLI process a turn runs in (its ``process_id``)."""
+    process = (await get_json(http, f"{server.url}/api/turns/{turn_id}"))["process_id"]
+    assert process, f"turn {turn_id} has no process"
+    return str(process)
+
+
 async def start_long_tool(
-    http: aiohttp.ClientSession, server: RunningServer
-) -> tuple[aiohttp.ClientResponse, SseReader]:
-    """Start a streaming turn whose Bash tool runs 30 s; returns once that tool is running."""
-    resp = await post(http, server, {"prompt": LONG_TOOL_PROMPT, "dangerously-skip-permissions": True})
+    http: aiohttp.ClientSession, server: RunningServer, body: dict[str, Any] | None = None
+) -> tuple[aiohttp.ClientResponse, SseReader, str]:
+    """Start a streaming turn whose Bash tool runs 30 s; returns once that tool is running,
+    with the turn's CLI process id."""
+    resp = await post(http, server, {"prompt": LONG_TOOL_PROMPT, "dangerously-skip-permissions": True, **(body or {})})
     try:
         assert resp.status == 200, await resp.text()
         reader = SseReader(resp)
         await reader.until(has_tool_use, TOOL_START_TIMEOUT_S)
-        turn_id = resp.headers["X-Turn-Id"]
-        started = await asyncio.to_thread(wait_until, lambda: turn_processes_running(turn_id, LONG_TOOL_CMDLINE), 10.0)
-        assert started, f"the tool did not start; marked processes: {marked_pids(turn_id)}"
+        process = await process_of(http, server, resp.headers["X-Turn-Id"])
+        started = await asyncio.to_thread(wait_until, lambda: turn_processes_running(process, LONG_TOOL_CMDLINE), 10.0)
+        assert started, f"the tool did not start; marked processes: {marked_pids(process)}"
     except BaseException:
         resp.close()
         raise
-    return resp, reader
+    return resp, reader, process
 
 
-async def no_process_left(turn_id: str, timeout: float) -> bool:
-    return await asyncio.to_thread(wait_until, lambda: not marked_pids(turn_id), timeout)
+async def no_process_left(process_id: str, timeout: float) -> bool:
+    return await asyncio.to_thread(wait_until, lambda: not marked_pids(process_id), timeout)
+
+
+async def tool_ended(process_id: str, timeout: float) -> bool:
+    """Whether the long tool of ``start_long_tool`` is gone (its CLI may stay warm)."""
+    return await asyncio.to_thread(
+        wait_until, lambda: not turn_processes_running(process_id, LONG_TOOL_CMDLINE), timeout
+    )
 
 
 # ---- the happy paths ----------------------------------------------------------------------
@@ -403,13 +418,15 @@ async def test_a_second_turn_on_a_busy_session_is_409(http: aiohttp.ClientSessio
 async def test_client_disconnect_ends_every_process_of_the_turn(
     http: aiohttp.ClientSession, e2e_server: RunningServer
 ) -> None:
-    resp, reader = await start_long_tool(http, e2e_server)
+    resp, reader, process = await start_long_tool(http, e2e_server)
     turn_id = resp.headers["X-Turn-Id"]
     session_id = session_of(reader.events)
 
     resp.close()  # drops the connection, not just the response
 
-    assert await no_process_left(turn_id, CLEANUP_TIMEOUT_S), f"still running: {marked_pids(turn_id)}"
+    # The turn is interrupted: its tool ends, its CLI stays warm for the session.
+    assert await tool_ended(process, CLEANUP_TIMEOUT_S), f"still running: {marked_pids(process)}"
+    assert marked_pids(process)
     finished = await wait_turn_finished(http, e2e_server, turn_id)
     assert finished["status"] == "cancelled"
     assert finished["error"]["code"] == "client_disconnected"
@@ -428,8 +445,7 @@ async def test_server_shutdown_ends_the_running_cli(
 ) -> None:
     server = await asyncio.to_thread(start_server, tmp_path, fake_api, real_cli_path())
     try:
-        resp, reader = await start_long_tool(http, server)
-        turn_id = resp.headers["X-Turn-Id"]
+        resp, reader, process = await start_long_tool(http, server)
         async with resp:
             server.proc.send_signal(signal.SIGTERM)
             events = await reader.rest(SHUTDOWN_TIMEOUT_S)
@@ -439,6 +455,6 @@ async def test_server_shutdown_ends_the_running_cli(
         assert events[-1].json()["code"] == "server_shutdown"
         exit_code = await asyncio.to_thread(server.proc.wait, SHUTDOWN_TIMEOUT_S)
         assert exit_code == 0, server.log_text()
-        assert await no_process_left(turn_id, CLEANUP_TIMEOUT_S), f"still running: {marked_pids(turn_id)}"
+        assert await no_process_left(process, CLEANUP_TIMEOUT_S), f"still running: {marked_pids(process)}"
     finally:
         await asyncio.to_thread(stop_server, server)

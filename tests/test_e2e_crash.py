@@ -40,6 +40,7 @@ class Held:
     turn_id: str
     events: list[SseEvent]  # the events with an id it had read, in order
     cli_ran: bool  # whether the turn's CLI was running at the kill
+    process_id: str | None  # the marker of that CLI
 
     @property
     def last_id(self) -> str | None:
@@ -100,16 +101,25 @@ class Client:
         self.readers[turn_id] = reader = SseReader(resp)
         return turn_id, reader
 
-    def held(self, turn_id: str, cli_ran: bool) -> Held:
-        return Held(turn_id, [ev for ev in self.readers[turn_id].events if ev.id is not None], cli_ran)
+    async def held(self, turn_id: str, cli_ran: bool) -> Held:
+        events = [ev for ev in self.readers[turn_id].events if ev.id is not None]
+        return Held(turn_id, events, cli_ran, await self.process(turn_id) if cli_ran else None)
 
     async def status(self, turn_id: str) -> str:
         return str((await get_json(self.http, f"{self.server.url}/api/turns/{turn_id}"))["status"])
 
+    async def process(self, turn_id: str) -> str:
+        """The marker of the turn's CLI, once it started."""
+        async with asyncio.timeout(10):
+            while not (process := (await get_json(self.http, f"{self.server.url}/api/turns/{turn_id}"))["process_id"]):
+                await asyncio.sleep(0.05)
+        return str(process)
 
-async def wait_for_cli(turn_id: str) -> None:
+
+async def wait_for_cli(client: Client, turn_id: str) -> None:
+    process = await client.process(turn_id)
     async with asyncio.timeout(10):
-        while not marked_pids(turn_id):
+        while not marked_pids(process):
             await asyncio.sleep(0.05)
 
 
@@ -124,35 +134,37 @@ async def while_queued(client: Client) -> list[Held]:
     queued = await waiting_reader.until(lambda ev: True)
     assert (queued.event, queued.id) == ("queued", None), queued
     assert await client.status(waiting) == "queued"
-    return [client.held(waiting, cli_ran=False), client.held(blocker, cli_ran=True)]
+    return [await client.held(waiting, cli_ran=False), await client.held(blocker, cli_ran=True)]
 
 
 async def before_init(client: Client) -> list[Held]:
     """The CLI runs but has printed nothing yet."""
     turn_id, _ = await client.open(f"@delay-init={QUIET_S} slow to start")
-    await wait_for_cli(turn_id)
+    await wait_for_cli(client, turn_id)
     assert await client.status(turn_id) == "running"
-    return [client.held(turn_id, cli_ran=True)]
+    return [await client.held(turn_id, cli_ran=True)]
 
 
 async def right_after_init(client: Client) -> list[Held]:
     turn_id, reader = await client.open(f"@sleep={QUIET_S} quiet after init")
     await reader.until(is_init)
-    return [client.held(turn_id, cli_ran=True)]
+    return [await client.held(turn_id, cli_ran=True)]
 
 
 async def mid_stream(client: Client) -> list[Held]:
     turn_id, reader = await client.open("@lines=400 @slow=0.05 a long answer")
     await reader.until(nth_assistant(10))
-    return [client.held(turn_id, cli_ran=True)]
+    return [await client.held(turn_id, cli_ran=True)]
 
 
 async def after_result(client: Client) -> list[Held]:
-    """The CLI printed its result and has not exited (it would be ended 10 s later)."""
+    """The CLI printed its result and has not exited (it would be ended 10 s later; without
+    warm CLIs a turn ends when its CLI exits)."""
     turn_id, reader = await client.open("@lines=3 @hang-after-result answered, still running")
     await reader.until(is_result)
-    assert marked_pids(turn_id), "the CLI exited after its result"
-    return [client.held(turn_id, cli_ran=True)]
+    held = await client.held(turn_id, cli_ran=True)
+    assert held.process_id and marked_pids(held.process_id), "the CLI exited after its result"
+    return [held]
 
 
 MOMENTS: dict[str, tuple[Callable[[Client], Awaitable[list[Held]]], dict[str, str]]] = {
@@ -160,7 +172,7 @@ MOMENTS: dict[str, tuple[Callable[[Client], Awaitable[list[Held]]], dict[str, st
     "before_init": (before_init, {}),
     "right_after_init": (right_after_init, {}),
     "mid_stream": (mid_stream, {}),
-    "after_result": (after_result, {}),
+    "after_result": (after_result, {"CLAUDE_SERVER_WARM_IDLE_TIMEOUT": "0"}),
 }
 
 
@@ -176,7 +188,8 @@ async def test_kill_9_loses_nothing_a_client_saw_and_reuses_no_seq(
         async with contextlib.AsyncExitStack() as stack:
             held = await scenario(Client(http, server, stack))
             for turn in held:
-                assert bool(marked_pids(turn.turn_id)) == turn.cli_ran, (turn.turn_id, marked_pids(turn.turn_id))
+                running = bool(turn.process_id and marked_pids(turn.process_id))
+                assert running == turn.cli_ran, turn
             server.proc.kill()
             await asyncio.to_thread(server.proc.wait, 10)
         shutil.move(server.log, tmp_path / "killed-server.log")
@@ -195,7 +208,8 @@ async def test_kill_9_loses_nothing_a_client_saw_and_reuses_no_seq(
         assert left == kept, (left, kept)
     finally:
         for turn in held:
-            kill_leftovers(turn.turn_id)
+            if turn.process_id:
+                kill_leftovers(turn.process_id)
         for running in (server, restarted):
             if running is not None:
                 await asyncio.to_thread(stop_server, running)
@@ -206,7 +220,7 @@ async def check_recovered(http: aiohttp.ClientSession, server: RunningServer, he
     events_url = f"{server.url}/api/turns/{turn_id}/events"
 
     async with asyncio.timeout(PROCESS_GONE_TIMEOUT_S):
-        while marked_pids(turn_id):
+        while held.process_id and marked_pids(held.process_id):
             await asyncio.sleep(0.05)
 
     # The client reconnects where it broke off.

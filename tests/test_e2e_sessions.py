@@ -44,6 +44,7 @@ from tests.test_e2e_core import (
     post,
     run_turn,
     start_long_tool,
+    tool_ended,
     wait_turn_finished,
 )
 
@@ -172,9 +173,9 @@ async def client_with(headers: dict[str, str]) -> AsyncIterator[aiohttp.ClientSe
         yield session
 
 
-def kill_leftovers(turn_id: str) -> None:
+def kill_leftovers(process_id: str) -> None:
     """Do not leave a failed test's processes behind."""
-    for pid in marked_pids(turn_id):
+    for pid in marked_pids(process_id):
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 
@@ -365,7 +366,7 @@ async def test_detached_turn_runs_on_and_can_be_reattached(
 
 
 async def test_interrupt_ends_the_turn_and_its_tool(http: aiohttp.ClientSession, e2e_server: RunningServer) -> None:
-    resp, reader = await start_long_tool(http, e2e_server)
+    resp, reader, process = await start_long_tool(http, e2e_server)
     turn_id = resp.headers["X-Turn-Id"]
     try:
         async with resp:
@@ -378,9 +379,12 @@ async def test_interrupt_ends_the_turn_and_its_tool(http: aiohttp.ClientSession,
         assert events[-1].event == "error", events[-1]
         assert events[-1].json()["code"] == "cancelled"
         assert (await get_json(http, f"{e2e_server.url}/api/turns/{turn_id}"))["status"] == "cancelled"
-        assert await no_process_left(turn_id, PROCESS_GONE_TIMEOUT_S), f"still running: {marked_pids(turn_id)}"
-    finally:
-        kill_leftovers(turn_id)
+        # The tool ends; the CLI stays warm for the session's next turn.
+        assert await tool_ended(process, PROCESS_GONE_TIMEOUT_S), f"still running: {marked_pids(process)}"
+        assert marked_pids(process)
+    except BaseException:
+        kill_leftovers(process)
+        raise
 
     status, body = await status_of(http, "POST", f"{e2e_server.url}/api/sessions/{session_id}/interrupt")
     assert (status, body["error"]["code"]) == (409, "not_running")
@@ -394,18 +398,18 @@ async def test_a_restart_marks_the_running_turn_interrupted_and_ends_its_process
 ) -> None:
     server = await asyncio.to_thread(start_server, tmp_path, fake_api, real_cli_path())
     restarted: RunningServer | None = None
-    turn_id = ""
+    turn_id = process = ""
     try:
-        resp, reader = await start_long_tool(http, server)
+        resp, reader, process = await start_long_tool(http, server)
         turn_id = resp.headers["X-Turn-Id"]
         session_id = session_of(reader.events)
-        assert marked_pids(turn_id)
+        assert marked_pids(process)
         server.proc.kill()
         await asyncio.to_thread(server.proc.wait, 10)
         resp.close()
 
         restarted = await asyncio.to_thread(start_server, tmp_path, fake_api, real_cli_path())
-        assert await no_process_left(turn_id, PROCESS_GONE_TIMEOUT_S), f"still running: {marked_pids(turn_id)}"
+        assert await no_process_left(process, PROCESS_GONE_TIMEOUT_S), f"still running: {marked_pids(process)}"
         turn = await get_json(http, f"{restarted.url}/api/turns/{turn_id}")
         assert turn["status"] == "interrupted", turn
         assert turn["error"]["code"] == "interrupted"
@@ -419,8 +423,8 @@ async def test_a_restart_marks_the_running_turn_interrupted_and_ends_its_process
         assert again.session_id == session_id
         assert echo_count(again, "after the restart") >= 3
     finally:
-        if turn_id:
-            kill_leftovers(turn_id)
+        if process:
+            kill_leftovers(process)
         for running in (server, restarted):
             if running is not None:
                 await asyncio.to_thread(stop_server, running)

@@ -12,7 +12,12 @@ from claude_server.outcome import TurnResult, warm_cost
 from claude_server.prompts import Prompts
 
 SUGGESTIONS = [
-    {"type": "addRules", "rules": [{"toolName": "Bash", "ruleContent": "echo hi *"}], "behavior": "allow", "destination": "localSettings"},
+    {
+        "type": "addRules",
+        "rules": [{"toolName": "Bash", "ruleContent": "echo hi *"}],
+        "behavior": "allow",
+        "destination": "localSettings",
+    },
     {"type": "addDirectories", "directories": ["/w"], "destination": "session"},
     {"type": "setMode", "mode": "bypassPermissions", "destination": "session"},
     {"type": "addRules", "rules": [{"toolName": "Bash"}], "behavior": "deny", "destination": "session"},
@@ -89,7 +94,9 @@ async def test_a_question_is_answered_through_the_updated_input() -> None:
     with pytest.raises(ApiError, match="must be a string"):
         r.prompts.answer_question(pending, {"Which colour?": 2}, "alice")
     r.prompts.answer_question(pending, {"Which colour?": "blue"}, "alice")
-    assert r.sent == [("q1", {"behavior": "allow", "updatedInput": {**QUESTION["input"], "answers": {"Which colour?": "blue"}}})]
+    assert r.sent == [
+        ("q1", {"behavior": "allow", "updatedInput": {**QUESTION["input"], "answers": {"Which colour?": "blue"}}})
+    ]
     assert r.events[-1]["type"] == "question_resolved" and r.events[-1]["answers"] == {"Which colour?": "blue"}
 
 
