@@ -7,7 +7,16 @@ The "model" is deterministic and scripted by the newest user text:
   resumed session kept its history.
 - ``[[bash: <command>]]`` anywhere in the newest user text: it answers with a ``Bash``
   ``tool_use`` block; when the CLI sends the ``tool_result`` back it answers
-  ``Tool said: <result text>``.
+  ``Tool said: <result text>``. A ``tool_result`` message that also carries a new prompt (the
+  CLI merges the next prompt into it after a turn ended by a deny with ``"interrupt": true``) is
+  answered as that prompt.
+- ``[[ask: <question> | <option1> | <option2> ...]]``: it answers with an ``AskUserQuestion``
+  ``tool_use`` block, input ``{"questions": [{"question": <question>, "header": <its first 12
+  characters>, "options": [{"label": <option>, "description": "Pick <option>"}, ...],
+  "multiSelect": false}]}`` (the CLI's input schema for that tool); the ``tool_result`` is
+  answered ``Tool said: <result text>`` as for ``bash``.
+- ``[[write: <path> | <text>]]``: it answers with a ``Write`` ``tool_use`` block,
+  ``{"file_path": <path>, "content": <text>}``; the ``tool_result`` likewise.
 - ``[[slow: <seconds>]]``: each text chunk is delayed, spread over that many seconds.
 - ``[[big: <bytes>]]``: the answer is that many ``x`` characters (after the echo).
 
@@ -38,9 +47,23 @@ except ModuleNotFoundError:  # run as a script by a Python without the project's
     sys.exit("aiohttp is missing: run this with the project's environment, .venv/bin/python (make setup)")
 
 CHUNK_CHARS = 8
+# Text blocks the CLI adds to a user message that are not the user's prompt.
+NOT_A_PROMPT = ("<system-reminder>", "[Request interrupted by user")
 BASH_RE = re.compile(r"\[\[bash:\s*(.*?)\]\]", re.S)
 SLOW_RE = re.compile(r"\[\[slow:\s*([0-9.]+)\]\]")
 BIG_RE = re.compile(r"\[\[big:\s*([0-9]+)\]\]")
+ASK_RE = re.compile(r"\[\[ask:\s*(.*?)\]\]", re.S)
+WRITE_RE = re.compile(r"\[\[write:\s*(.*?)\|(.*?)\]\]", re.S)
+
+
+def _tool_use(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:20]}", "name": name, "input": tool_input}
+
+
+def _ask_input(spec: str) -> dict[str, Any]:
+    question, *labels = [part.strip() for part in spec.split("|")]
+    options = [{"label": label, "description": f"Pick {label}"} for label in labels]
+    return {"questions": [{"question": question, "header": question[:12], "options": options, "multiSelect": False}]}
 
 
 @dataclass
@@ -95,20 +118,24 @@ class FakeAnthropic:
         messages = [m for m in body.get("messages") or [] if m.get("role") in ("user", "assistant")]
         last = messages[-1] if messages else {"content": ""}
         results = _tool_results(last.get("content"))
-        if results:
+        texts = [t for t in _block_texts(last.get("content")) if not t.startswith(NOT_A_PROMPT)]
+        # After a turn ended by a deny with "interrupt", the CLI puts the next prompt into the
+        # message that carries the tool_result: then the prompt is what to answer.
+        if results and not texts:
             return [{"type": "text", "text": "Tool said: " + "\n".join(results)}], "end_turn", 0.0
-        texts = [t for t in _block_texts(last.get("content")) if not t.startswith("<system-reminder>")]
         newest = texts[-1].strip() if texts else ""
         slow = SLOW_RE.search(newest)
         delay = float(slow.group(1)) if slow else 0.0
+        ask = ASK_RE.search(newest)
+        if ask:
+            return [_tool_use("AskUserQuestion", _ask_input(ask.group(1)))], "tool_use", delay
+        write = WRITE_RE.search(newest)
+        if write:
+            tool_input = {"file_path": write.group(1).strip(), "content": write.group(2).strip()}
+            return [_tool_use("Write", tool_input)], "tool_use", delay
         bash = BASH_RE.search(newest)
         if bash:
-            block = {
-                "type": "tool_use",
-                "id": f"toolu_{uuid.uuid4().hex[:20]}",
-                "name": "Bash",
-                "input": {"command": bash.group(1), "description": "run"},
-            }
+            block = _tool_use("Bash", {"command": bash.group(1), "description": "run"})
             return [block], "tool_use", delay
         text = f"Echo({len(messages)}): {newest}"
         big = BIG_RE.search(newest)
