@@ -1,10 +1,10 @@
 """
 title: Claude Code
 author: claude-server
-version: 0.1.0
+version: 0.2.0
 license: MIT
 requirements: aiohttp
-description: Claude Code via claude-server: a session and workspace per chat, streaming, tool activity, files.
+description: Claude Code via claude-server: a session and workspace per chat, streaming, tool activity, tool approvals and questions, files.
 """
 
 # One self-contained file: Open WebUI pastes it into a fresh module, so nothing here may
@@ -12,6 +12,17 @@ description: Claude Code via claude-server: a session and workspace per chat, st
 #   POST /api/claude                     run a turn, streamed as SSE (one CLI line per event)
 #   GET/PATCH /api/sessions/{id}         session metadata (remembers which files were uploaded)
 #   PUT /api/sessions/{id}/files/{path}  upload an attached file into the session's workspace
+#   POST /api/turns/{turn}/permissions/{request}  answer a tool permission request of a running turn
+#   POST /api/turns/{turn}/questions/{request}    answer Claude's question (AskUserQuestion)
+#
+# Approvals (valve ASK_PERMISSIONS, on by default): chat turns ask the server for
+# `permission_prompt`, so a tool use the permission settings leave open arrives as an
+# `event: permission_request`. The pipe shows Open WebUI's own tool-approval dialog for it
+# (`__event_call__` type "confirmation") and allows the tool only when the reply `is True`;
+# anything else (denied, dismissed, no browser: a bare API call answers with an error dict) is a
+# deny whose message names the line that allows the tool without asking (`allowedTools=[...]`).
+# Claude's questions (`event: question`, AskUserQuestion) go to Open WebUI's question card
+# (type "request:user_input"). Each is asked in a task of its own while the stream is read on.
 #
 # No `from __future__ import annotations`: pydantic resolves the valve annotations at class
 # creation, and the module Open WebUI creates is not importable by name in every version.
@@ -33,6 +44,8 @@ from pydantic import BaseModel, Field
 log = logging.getLogger(__name__)
 
 EventEmitter = Callable[[dict[str, Any]], Awaitable[Any]]
+# Open WebUI's __event_call__: sends an event to the user's browser and returns its reply.
+EventCaller = Callable[[dict[str, Any]], Awaitable[Any]]
 
 # ---- limits and wording --------------------------------------------------------------------
 
@@ -61,6 +74,11 @@ PREPARE_PROMPT = (
     "directory and the next message will name them. Reply with the single word: ready"
 )
 EDIT_TOOLS = {"Edit", "MultiEdit", "Write", "NotebookEdit"}
+# How long Open WebUI keeps a dialog open (it caps data.timeout_ms to 60-240 s and then answers
+# with an error dict); the server denies an unanswered request itself after its own timeout.
+DIALOG_TIMEOUT_MS = 240_000
+# Open WebUI's question card cuts longer texts (its own ask_user tool enforces these).
+QUESTION_CHARS, HEADER_CHARS, LABEL_CHARS, OPTION_CHARS = 500, 48, 80, 240
 
 
 # ---- parameters at the top of a message ----------------------------------------------------
@@ -354,6 +372,7 @@ def derive_title(messages: list[dict[str, Any]]) -> str:
 class SseEvent:
     name: str | None  # "error" for the server's own errors; None for CLI lines
     data: str
+    id: str | None = None  # "<turn_id>:<seq>" for logged events
 
 
 async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
@@ -379,7 +398,8 @@ async def iter_sse(chunks: AsyncIterator[bytes]) -> AsyncIterator[SseEvent]:
 
 
 def _parse_block(block: str) -> SseEvent | None:
-    name = None
+    name: str | None = None
+    event_id: str | None = None
     data: list[str] = []
     for line in block.split("\n"):
         if not line or line.startswith(":"):  # ": ping" keeps the connection (and our idle timer) alive
@@ -390,9 +410,11 @@ def _parse_block(block: str) -> SseEvent | None:
             name = value
         elif key == "data":
             data.append(value)
+        elif key == "id":
+            event_id = value
     if not data:
         return None
-    return SseEvent(name, "\n".join(data))
+    return SseEvent(name, "\n".join(data), event_id)
 
 
 # ---- rendering a turn ------------------------------------------------------------------------
@@ -785,6 +807,204 @@ class FileSync:
     problems: list[str] = field(default_factory=list)
 
 
+# ---- asking the user: tool approvals and Claude's questions -------------------------------------
+
+
+def confirmation_event(request: dict[str, Any]) -> dict[str, Any]:
+    """Open WebUI's own tool-approval dialog for a permission request (the shape its middleware
+    sends for its tools in approval mode "ask"), with the longest timeout it allows."""
+    tool_call = {
+        "id": str(request.get("tool_use_id") or request.get("request_id") or ""),
+        "name": str(request.get("tool_name") or "tool"),
+        "arguments": _dict(request.get("input")),
+    }
+    return {"type": "confirmation", "data": {"tool_call": tool_call, "timeout_ms": DIALOG_TIMEOUT_MS}}
+
+
+def refusal_reason(reply: Any) -> str | None:
+    """None when the dialog's reply approves (only ``True`` does, as in Open WebUI), else why not."""
+    if reply is True:
+        return None
+    if reply is False:
+        return "the user denied it"
+    if isinstance(reply, dict) and reply.get("error"):
+        return f"Open WebUI could not ask the user ({one_line(str(reply['error']), 200)})"
+    if isinstance(reply, dict) and reply.get("status") == "cancelled":
+        return "the approval dialog was dismissed"
+    return "the user gave no answer"
+
+
+def user_input_event(questions: list[Any]) -> dict[str, Any]:
+    """Open WebUI's question card (as its ``ask_user`` tool opens it) for Claude's questions;
+    question i gets the id ``q<i+1>``, by which the answers come back."""
+    shown = []
+    for i, question in enumerate(q for q in questions if isinstance(q, dict)):
+        text = str(question.get("question") or "").strip()
+        if question.get("multiSelect"):
+            text += " (Several apply? Type them under Other, separated by commas.)"
+        options = [
+            {
+                "label": str(option.get("label") or "")[:LABEL_CHARS],
+                "description": str(option.get("description") or "")[:OPTION_CHARS],
+            }
+            for option in question.get("options") or []
+            if isinstance(option, dict)
+        ]
+        shown.append(
+            {
+                "id": f"q{i + 1}",
+                "header": str(question.get("header") or "").strip()[:HEADER_CHARS] or f"Question {i + 1}",
+                "question": text[:QUESTION_CHARS],
+                "options": options,
+                "allow_other": True,
+            }
+        )
+    return {
+        "type": "request:user_input",
+        "data": {"questions": shown, "allow_other": True, "timeout_ms": DIALOG_TIMEOUT_MS},
+    }
+
+
+def question_answers(questions: list[Any], reply: Any) -> tuple[dict[str, str], str | None]:
+    """The answers as the server takes them, ``{question text: label}``, from the card's reply
+    ``{"status": "answered", "answers": {"q1": {"type": "option", "label": ...} | {"type":
+    "other", "text": ...}}}``; or no answers and why."""
+    if not isinstance(reply, dict):
+        return {}, "the user gave no answer"
+    if reply.get("error"):
+        return {}, f"Open WebUI could not ask the user ({one_line(str(reply['error']), 200)})"
+    if reply.get("status") == "cancelled":
+        return {}, "the user dismissed the question"
+    given = _dict(reply.get("answers"))
+    out: dict[str, str] = {}
+    for i, question in enumerate(q for q in questions if isinstance(q, dict)):
+        answer = _dict(given.get(f"q{i + 1}"))
+        value = answer.get("text") if answer.get("type") == "other" else answer.get("label")
+        if isinstance(value, str) and value.strip():
+            out[str(question.get("question") or "")] = value.strip()
+    return out, None if out else "the user gave no answer"
+
+
+class Asker:
+    """Answers one turn's permission requests and questions by asking the user in Open WebUI.
+
+    Each request is handled in a task of its own, so the turn's stream is read on meanwhile
+    (the server keeps pinging; its ``*_resolved`` events follow the answer). Dialogs are shown
+    one at a time. A request the server resolved by itself (its timeout, the CLI withdrawing
+    it) stops being asked; whatever is open when the stream ends is dropped (the server denies
+    it when the turn ends)."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        base_url: str,
+        turn_id: str | None,
+        event_call: EventCaller | None,
+        emitter: EventEmitter | None,
+        allow_hint: Callable[[str], str],
+    ) -> None:
+        self.http = http
+        self.base_url = base_url
+        self.turn_id = turn_id
+        self.event_call = event_call
+        self.emitter = emitter
+        self.allow_hint = allow_hint
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tools: dict[str, str] = {}
+        self._dialog = asyncio.Lock()
+
+    def ask(self, kind: str, event: SseEvent) -> None:
+        request = _json_object(event.data)
+        request_id = request.get("request_id")
+        if not isinstance(request_id, str) or request_id in self._tools:
+            return  # malformed, or seen already
+        if self.turn_id is None and event.id:
+            self.turn_id = event.id.rpartition(":")[0] or None
+        self._tools[request_id] = str(request.get("tool_name") or "AskUserQuestion")
+        handle = self._permission if kind == "permission_request" else self._question
+        self._tasks[request_id] = asyncio.create_task(handle(request_id, request))
+
+    def resolved(self, event: dict[str, Any]) -> Status:
+        """A request was settled (by the user through us, or by the server): a status line."""
+        request_id = str(event.get("request_id"))
+        task = self._tasks.get(request_id)
+        if task is not None and not task.done():
+            task.cancel()  # settled without us (timeout, withdrawn): stop asking
+        tool = self._tools.get(request_id, "a tool")
+        if event.get("type") == "question_resolved":
+            answered = event.get("behavior") != "deny"
+            return Status("Claude Code is working…" if answered else "Question left unanswered")
+        if event.get("behavior") == "allow":
+            return Status(f"Approved: {tool}")
+        return Status(f"Denied: {tool}")
+
+    async def close(self) -> None:
+        tasks = [t for t in self._tasks.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _call(self, event: dict[str, Any]) -> Any:
+        """The browser's reply; an exception is a reply too (nobody could be asked)."""
+        if self.event_call is None:
+            return {"error": "no browser session"}
+        async with self._dialog:
+            try:
+                return await self.event_call(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("__event_call__ failed", exc_info=True)
+                return {"error": f"{exc.__class__.__name__}: {exc}"}
+
+    async def _permission(self, request_id: str, request: dict[str, Any]) -> None:
+        tool = self._tools[request_id]
+        await Pipe._emit(self.emitter, f"Waiting for approval: {tool}")
+        reason = refusal_reason(await self._call(confirmation_event(request)))
+        if reason is None:
+            body: dict[str, Any] = {"behavior": "allow"}
+        else:
+            message = f"Not allowed to use {tool}: {reason}. {self.allow_hint(tool)}"
+            body = {"behavior": "deny", "message": message}
+        await self._answer("permissions", request_id, body)
+
+    async def _question(self, request_id: str, request: dict[str, Any]) -> None:
+        questions = request.get("questions")
+        questions = questions if isinstance(questions, list) else []
+        await Pipe._emit(self.emitter, "Claude is asking you a question…")
+        answers, reason = question_answers(questions, await self._call(user_input_event(questions)))
+        if answers:
+            body: dict[str, Any] = {"answers": answers}
+        else:
+            message = (
+                f"The question got no answer: {reason}. Go on without it: make a reasonable choice "
+                "and say which one you made."
+            )
+            body = {"behavior": "deny", "message": message}
+        await self._answer("questions", request_id, body)
+
+    async def _answer(self, kind: str, request_id: str, body: dict[str, Any]) -> None:
+        if self.turn_id is None:
+            log.warning("cannot answer request %s: the server named no turn id", request_id)
+            return
+        url = f"{self.base_url}/api/turns/{quote(self.turn_id)}/{kind}/{quote(request_id)}"
+        try:
+            async with self.http.post(url, json=body) as resp:
+                if resp.status not in (200, 409):  # 409: settled meanwhile (timeout, turn over)
+                    log.warning("answering %s: HTTP %s %s", request_id, resp.status, await resp.text())
+        except (aiohttp.ClientError, TimeoutError):
+            log.warning("answering %s failed", request_id, exc_info=True)
+
+
+def allow_hint(tool: str, overrides: bool) -> str:
+    """How the tool would be allowed without asking: the parameter line, or the valve."""
+    if overrides:
+        line = f"allowedTools={json.dumps([tool])}"
+        return f"To let Claude Code use {tool} in this chat without asking, start a message with the line `{line}`."
+    return f"An administrator can allow {tool} without asking in this model's ALLOWED_TOOLS valve."
+
+
 # ---- the pipe --------------------------------------------------------------------------------
 
 
@@ -834,6 +1054,12 @@ class Pipe:
             description="Let users change permissions (skip, mode, allowed/disallowed tools) per chat and in their "
             "user valves. Turn off to enforce the settings above.",
         )
+        ASK_PERMISSIONS: bool = Field(
+            default=True,
+            description="Ask the user in Open WebUI's approval dialog before a tool use the permission settings "
+            "leave open, and show Claude's questions in its question card. Without a browser to ask (a bare API "
+            "call) such tool uses are denied, with the line that would allow them. Off: refused without asking.",
+        )
         SHOW_TOOL_ACTIVITY: bool = Field(default=True, description="Show each tool call and its result, collapsed.")
         SHOW_THINKING: bool = Field(default=False, description="Show Claude's thinking blocks.")
         IDLE_TIMEOUT: int = Field(
@@ -873,6 +1099,7 @@ class Pipe:
         __metadata__: dict[str, Any] | None = None,
         __task__: str | None = None,
         __event_emitter__: EventEmitter | None = None,
+        __event_call__: EventCaller | None = None,
         __chat_id__: str | None = None,
         __message_id__: str | None = None,
         __files__: list[dict[str, Any]] | None = None,
@@ -889,7 +1116,7 @@ class Pipe:
             # it and a reconnect changes it. Such a chat keeps its session the bare-API way.
             chat_id = ""
         files = (__metadata__ or {}).get("files") if __files__ is None else __files__
-        output = self._chat(messages, chat_id, __user__ or {}, __event_emitter__, attached_files(files))
+        output = self._chat(messages, chat_id, __user__ or {}, __event_emitter__, __event_call__, attached_files(files))
         if stream:
             return output
         return "".join([piece async for piece in output])
@@ -901,6 +1128,7 @@ class Pipe:
         chat_id: str,
         user: dict[str, Any],
         emitter: EventEmitter | None,
+        event_call: EventCaller | None,
         files: list[FileRef],
     ) -> AsyncIterator[str]:
         """The answer to the newest message, as it streams. Every failure ends as a readable
@@ -949,8 +1177,10 @@ class Pipe:
                     request["conversation_id"] = chat_id
                 elif session_id:
                     request["session_id"] = session_id
+                if self.valves.ASK_PERMISSIONS:
+                    request["permission_prompt"] = True
                 await self._emit(emitter, "Claude Code is working…")
-                async for piece in self._turn(http, request, view, emitter):
+                async for piece in self._turn(http, request, view, emitter, event_call):
                     yield piece
             except ServerError as exc:
                 for text in view.problem(str(exc)):
@@ -967,30 +1197,52 @@ class Pipe:
         await self._emit(emitter, "Stopped with an error" if view.failed else "Done", done=True)
 
     async def _turn(
-        self, http: aiohttp.ClientSession, request: dict[str, Any], view: TurnView, emitter: EventEmitter | None
+        self,
+        http: aiohttp.ClientSession,
+        request: dict[str, Any],
+        view: TurnView,
+        emitter: EventEmitter | None,
+        event_call: EventCaller | None,
     ) -> AsyncIterator[str]:
         async with await self._post_turn(http, request, emitter) as resp:
-            async for event in iter_sse(resp.content.iter_any()):
-                pieces: Sequence[Piece]
-                if event.name == "error":
-                    pieces = view.server_error(_json_object(event.data))
-                elif event.name is None:
-                    obj = _json_object(event.data)
-                    pieces = view.feed(obj) if obj else []
-                elif event.name == "queued":
-                    pieces = [view.queued(_json_object(event.data))]
-                else:
-                    pieces = []  # a server event of a later version: nothing to show
-                for piece in pieces:
-                    if isinstance(piece, Status):
-                        await self._emit(emitter, piece.description, piece.done)
-                    elif piece.startswith("data:"):
-                        # Open WebUI passes a yielded string starting with "data:" through as a
-                        # raw SSE line; split it so the text is never taken for one.
-                        yield piece[:1]
-                        yield piece[1:]
+            overrides = self.valves.ALLOW_PERMISSION_OVERRIDES
+            asker = Asker(
+                http,
+                self.valves.SERVER_URL.rstrip("/"),
+                resp.headers.get("X-Turn-Id"),
+                event_call,
+                emitter,
+                lambda tool: allow_hint(tool, overrides),
+            )
+            try:
+                async for event in iter_sse(resp.content.iter_any()):
+                    pieces: Sequence[Piece]
+                    if event.name == "error":
+                        pieces = view.server_error(_json_object(event.data))
+                    elif event.name is None:
+                        obj = _json_object(event.data)
+                        pieces = view.feed(obj) if obj else []
+                    elif event.name == "queued":
+                        pieces = [view.queued(_json_object(event.data))]
+                    elif event.name in ("permission_request", "question"):
+                        asker.ask(event.name, event)  # answered in a task: the stream goes on
+                        pieces = []
+                    elif event.name in ("permission_resolved", "question_resolved"):
+                        pieces = [asker.resolved({"type": event.name, **_json_object(event.data)})]
                     else:
-                        yield piece
+                        pieces = []  # a server event of a later version: nothing to show
+                    for piece in pieces:
+                        if isinstance(piece, Status):
+                            await self._emit(emitter, piece.description, piece.done)
+                        elif piece.startswith("data:"):
+                            # Open WebUI passes a yielded string starting with "data:" through as a
+                            # raw SSE line; split it so the text is never taken for one.
+                            yield piece[:1]
+                            yield piece[1:]
+                        else:
+                            yield piece
+            finally:
+                await asker.close()
         for text in view.finish():
             yield text
 

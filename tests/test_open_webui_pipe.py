@@ -108,6 +108,8 @@ class Chat:
     messages: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
     user_valves: dict[str, Any] = field(default_factory=dict)
+    # Open WebUI's __event_call__ (the browser's dialogs); None where a test leaves it out.
+    event_call: Callable[[dict[str, Any]], Awaitable[Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.bare:
@@ -142,6 +144,7 @@ class Chat:
             __metadata__=metadata,
             __task__=None,
             __event_emitter__=None if self.bare else emitter,
+            __event_call__=self.event_call,
             __chat_id__=self.chat_id,
             __message_id__=message_id,
             __files__=self.files,
