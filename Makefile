@@ -41,6 +41,7 @@ bench: setup
 	$(PY) bench/latency.py
 	$(PY) bench/forwarding.py
 	$(PY) bench/load.py
+	$(PY) bench/warm.py
 
 clean:
 	rm -rf $(VENV) node_modules

@@ -472,6 +472,7 @@ class Broker:
 
     def _release(self, turn: Turn) -> None:
         self.turns.pop(turn.id, None)
+        self.occupancy.leave(turn)  # a turn that ended while waiting for its session
         self.occupancy.release(turn)
 
     # ---- the whole server ----------------------------------------------------------------

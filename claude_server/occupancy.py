@@ -73,19 +73,22 @@ class Occupancy:
         return future
 
     def leave(self, turn: Turn) -> None:
-        """A waiting turn gives up its place (cancelled while it waited)."""
+        """A waiting turn gives up its place (cancelled while it waited); nothing for a turn
+        that does not wait."""
         if turn.session is None:
             return
-        line = self._waiting.get(turn.session.session_id, [])
-        for entry in line:
-            if entry[0] is turn:
-                line.remove(entry)
-                if not entry[1].done():
-                    entry[1].set_result(False)
-                break
+        sid = turn.session.session_id
+        line = self._waiting.get(sid)
+        entry = next((e for e in line or () if e[0] is turn), None)
+        if line is None or entry is None:
+            return
+        line.remove(entry)
+        if not entry[1].done():
+            entry[1].set_result(False)
+        turn.set_position(None)
         self._renumber(line)
         if not line:
-            self._waiting.pop(turn.session.session_id, None)
+            del self._waiting[sid]
 
     def waiting_on(self, session_id: str) -> list[Turn]:
         return [turn for turn, _ in self._waiting.get(session_id, [])]

@@ -4,7 +4,7 @@ author: claude-server
 version: 0.2.0
 license: MIT
 requirements: aiohttp
-description: Claude Code via claude-server: a session and workspace per chat, streaming, tool activity, tool approvals and questions, files.
+description: Claude Code via claude-server: a workspace per chat, streaming, tool approvals, questions, files.
 """
 
 # One self-contained file: Open WebUI pastes it into a fresh module, so nothing here may

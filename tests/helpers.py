@@ -100,6 +100,14 @@ async def post(client: TestClient, body: Any, headers: dict[str, str] | None = N
     return await client.post("/api/claude", data=data, headers=headers or JSON)
 
 
+async def process_of(client: TestClient, turn_id: str) -> str:
+    """The marker of the CLI process a started turn runs in."""
+    resp = await client.get(f"/api/turns/{turn_id}")
+    process = (await resp.json())["process_id"]
+    assert process, f"turn {turn_id} has no process"
+    return str(process)
+
+
 async def run_turn(client: TestClient, body: dict[str, Any]) -> tuple[Any, list[SseEvent]]:
     resp = await post(client, body)
     assert resp.status == 200, await resp.text()

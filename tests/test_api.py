@@ -27,6 +27,7 @@ from tests.helpers import (
     parse_sse,
     pid_alive,
     post,
+    process_of,
     read_until,
     run_turn,
     session_of,
@@ -73,7 +74,19 @@ async def test_resume_runs_in_the_same_workspace_with_history(client: TestClient
     _, second = await run_turn(client, {"prompt": "two", "session_id": sid})
     assert session_of(second) == sid
     assert data_events(second)[0]["cwd"] == data_events(first)[0]["cwd"]
+    # The session's CLI stayed warm: the second turn ran in it.
+    assert data_events(second)[0]["fake_pid"] == data_events(first)[0]["fake_pid"]
+    assert data_events(second)[0]["fake_turn_in_process"] == 2
+    assert texts(second) == ["fake answer 2: two"]
+
+
+async def test_without_warm_clis_a_resume_starts_the_cli_with_resume(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    client = await aiohttp_client(create_app(replace(settings, warm_idle_timeout_s=0)))
+    _, first = await run_turn(client, {"prompt": "one"})
+    sid = session_of(first)
+    _, second = await run_turn(client, {"prompt": "two", "session_id": sid})
     assert "--resume=" + sid in data_events(second)[0]["fake_argv"]
+    assert data_events(second)[0]["fake_pid"] != data_events(first)[0]["fake_pid"]
     assert texts(second) == ["fake answer 2: two"]
 
 
@@ -137,7 +150,7 @@ async def test_the_cli_sees_only_allowed_environment(aiohttp_client, settings: S
     resp, events = await run_turn(client, {"prompt": "env"})
     env_names = set(data_events(events)[0]["fake_env"])
     assert {"CLAUDE_SERVER_API_KEYS", "CLAUDECODE", "OTHER_SECRET"}.isdisjoint(env_names)
-    assert {"PATH", "HOME", "CLAUDE_SERVER_TURN_ID"} <= env_names
+    assert {"PATH", "HOME", "CLAUDE_SERVER_PROCESS_ID"} <= env_names
 
 
 async def test_huge_lines_arrive_intact(client: TestClient) -> None:
@@ -238,26 +251,46 @@ async def test_a_cli_that_never_exits_after_its_result_is_ended(
 # ---- processes ------------------------------------------------------------------------------
 
 
-async def disconnect_mid_turn(client: TestClient, prompt: str) -> tuple[str, int]:
+async def disconnect_mid_turn(client: TestClient, prompt: str) -> tuple[str, str, int]:
     resp = await post(client, {"prompt": prompt})
     turn_id = resp.headers["X-Turn-Id"]
     seen = await read_until(resp, is_assistant)
     text = texts(seen)[0]
     grandchild = int(text.rsplit("pid=", 1)[1]) if "pid=" in text else 0
-    assert marked_pids(turn_id)
+    process = await process_of(client, turn_id)
+    assert marked_pids(process)
     resp.close()
-    return turn_id, grandchild
+    return turn_id, process, grandchild
 
 
 @pytest.mark.parametrize("prompt", ["@grandchild @sleep=30", "@grandchild @ignore-term @sleep=30"])
-async def test_disconnect_ends_the_whole_process_tree_within_2s(client: TestClient, prompt: str) -> None:
+async def test_without_warm_clis_a_disconnect_ends_the_whole_process_tree_within_2s(
+    aiohttp_client,
+    settings: Settings,
+    prompt: str,  # type: ignore[no-untyped-def]
+) -> None:
+    client = await aiohttp_client(create_app(replace(settings, warm_idle_timeout_s=0)))
     loop = asyncio.get_running_loop()
-    turn_id, grandchild = await disconnect_mid_turn(client, prompt)
+    _, process, grandchild = await disconnect_mid_turn(client, prompt)
     started = loop.time()
-    assert await eventually(lambda: not marked_pids(turn_id) and not pid_alive(grandchild), 2.0)
+    assert await eventually(lambda: not marked_pids(process) and not pid_alive(grandchild), 2.0)
     assert loop.time() - started < 2.0
     broker = client.app[BROKER]
     assert await eventually(lambda: not broker.running(), 2.0)
+
+
+async def test_a_disconnect_interrupts_the_turn_and_keeps_the_cli_warm(client: TestClient) -> None:
+    loop = asyncio.get_running_loop()
+    turn_id, process, _ = await disconnect_mid_turn(client, "@grandchild @sleep=30")
+    started = loop.time()
+    broker = client.app[BROKER]
+    assert await eventually(lambda: not broker.running(), 2.0)
+    assert loop.time() - started < 2.0
+    assert marked_pids(process)
+    row = await (await client.get(f"/api/turns/{turn_id}")).json()
+    assert (row["status"], row["error"]["code"]) == ("cancelled", "client_disconnected")
+    _, events = await run_turn(client, {"prompt": "back", "session_id": row["session_id"]})
+    assert await process_of(client, events[0].id.rsplit(":", 1)[0]) == process  # type: ignore[union-attr]
 
 
 async def test_session_resumes_after_a_disconnect(client: TestClient, settings: Settings) -> None:
@@ -288,11 +321,13 @@ async def test_shutdown_ends_running_turns(client: TestClient) -> None:
     resp = await post(client, {"prompt": "@grandchild @sleep=30"})
     turn_id = resp.headers["X-Turn-Id"]
     await read_until(resp, is_assistant)
+    process = await process_of(client, turn_id)
+    assert marked_pids(process)
     shutdown = asyncio.create_task(client.app[BROKER].shutdown())
     rest = await read_until(resp, lambda ev: ev.event == "error")
     assert rest[-1].json()["code"] == "server_shutdown"
     await shutdown
-    assert not marked_pids(turn_id)
+    assert not marked_pids(process)
     refused = await post(client, {"prompt": "late"})
     assert refused.status == 503
     assert (await refused.json())["error"]["code"] == "shutting_down"

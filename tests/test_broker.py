@@ -225,14 +225,16 @@ async def test_a_caller_that_leaves_during_its_cancel_cannot_skip_the_kill(rig: 
         started = b"".join(e.data for e in batch)
     grandchild = int(started.split(b"started pid=")[1].split(b'"')[0])
     cli = turn.process.pid
-    caller = asyncio.create_task(rig.broker.cancel(turn))
+    # Ending the session's turn (not an interrupt, which keeps the CLI) ends its CLI.
+    caller = asyncio.create_task(rig.broker.cancel(turn, StopCode.SESSION_DELETED, "gone"))
     await asyncio.sleep(0.3)
     assert pid_alive(cli)  # SIGTERM was sent and ignored
     caller.cancel()  # the client that asked goes away before the SIGKILL step
     await asyncio.wait_for(turn.wait(), 10)
     assert await eventually(lambda: not pid_alive(cli) and not pid_alive(grandchild), 3)
     assert turn.exit_code == -9  # killed, after the grace SIGTERM got
-    assert turn.status is TurnStatus.CANCELLED and turn.error is not None and turn.error.code == StopCode.CANCELLED
+    assert turn.status is TurnStatus.CANCELLED and turn.error is not None
+    assert turn.error.code == StopCode.SESSION_DELETED
     sub.close()
 
 
@@ -339,5 +341,5 @@ async def test_shutdown_ends_running_turns_and_says_how_many(tmp_path: Path, cap
     with caplog.at_level("INFO", logger="claude_server.broker"):
         await made.broker.shutdown()
     assert all(s.turn is not None and s.turn.status is TurnStatus.INTERRUPTED for s in subs)
-    assert any("shutdown: ended 2 running turn(s) in" in r.getMessage() for r in caplog.records)
+    assert any("shutdown: ended 2 running turn(s) and 0 warm CLI(s) in" in r.getMessage() for r in caplog.records)
     await made.store.close()

@@ -42,6 +42,7 @@ from tests.test_e2e_core import (
     is_init,
     no_process_left,
     post,
+    process_of,
     run_turn,
     start_long_tool,
     tool_ended,
@@ -590,11 +591,13 @@ async def test_the_cli_environment_holds_none_of_the_server_secrets(keyed_server
     async with client_with(bearer(OPERATOR_KEY)) as operator:
         turn = await run_turn(operator, keyed_server, {"prompt": "[[bash: env]]", **SKIP_PERMISSIONS})
 
+        process = await process_of(operator, keyed_server, turn.turn_id)
+
     printed = tool_outputs(turn)
     assert "PATH=" in printed
-    assert f"CLAUDE_SERVER_TURN_ID={turn.turn_id}" in printed
+    assert f"CLAUDE_SERVER_PROCESS_ID={process}" in printed
     said = [text for text in turn.texts if text.startswith("Tool said: ")]
-    assert len(said) == 1 and f"CLAUDE_SERVER_TURN_ID={turn.turn_id}" in said[0], turn.texts
+    assert len(said) == 1 and f"CLAUDE_SERVER_PROCESS_ID={process}" in said[0], turn.texts
     everything = "\n".join(ev.data for ev in turn.events)
     for secret in (OPERATOR_KEY, UNRELATED_SECRET, "CLAUDE_SERVER_API_KEYS", "DATABASE_PASSWORD"):
         assert secret not in everything, secret

@@ -1035,7 +1035,7 @@ async def test_text_streams_as_it_arrives(owui: types.ModuleType, e2e_server: Ru
 
 
 @pytest.mark.e2e
-async def test_the_stop_button_ends_the_cli_and_its_tool(
+async def test_the_stop_button_interrupts_the_turn_and_ends_its_tool(
     owui: types.ModuleType, e2e_server: RunningServer, fake_api: FakeAnthropic, http: aiohttp.ClientSession
 ) -> None:
     token = uuid.uuid4().hex
@@ -1045,22 +1045,24 @@ async def test_the_stop_button_ends_the_cli_and_its_tool(
     # Open WebUI consumes the generator in a task; the stop button cancels that task.
     task = asyncio.create_task(read_answer(await chat.call(True, events), events))
 
-    def tool_running(turn_id: str) -> bool:
-        return any(LONG_TOOL_CMDLINE in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in marked_pids(turn_id))
+    def tool_running(process: str) -> bool:
+        return any(LONG_TOOL_CMDLINE in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in marked_pids(process))
 
     async with asyncio.timeout(TOOL_START_TIMEOUT_S):
         while not any(e["data"]["description"] == "Running Bash…" for e in events):
             await asyncio.sleep(0.05)
     [sid] = sessions_with(fake_api, token)
     turn_id = (await get_json(http, f"{e2e_server.url}/api/sessions/{sid}"))["running_turn"]["turn_id"]
-    assert await asyncio.to_thread(wait_until, lambda: tool_running(turn_id), TOOL_START_TIMEOUT_S)
+    process = (await get_json(http, f"{e2e_server.url}/api/turns/{turn_id}"))["process_id"]
+    assert await asyncio.to_thread(wait_until, lambda: tool_running(process), TOOL_START_TIMEOUT_S)
 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task  # the pipe lets the cancellation through
 
-    assert await asyncio.to_thread(wait_until, lambda: not marked_pids(turn_id), CLEANUP_TIMEOUT_S), marked_pids(
-        turn_id
+    # The turn is interrupted: its tool ends; the CLI stays warm for the chat's next message.
+    assert await asyncio.to_thread(wait_until, lambda: not tool_running(process), CLEANUP_TIMEOUT_S), marked_pids(
+        process
     )
     async with asyncio.timeout(CLEANUP_TIMEOUT_S):
         while (record := await get_json(http, f"{e2e_server.url}/api/turns/{turn_id}"))["status"] == "running":

@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from claude_server.config import Settings
-from tests.helpers import eventually, marked_pids, post, read_until, run_turn, session_of
+from tests.helpers import eventually, marked_pids, post, process_of, read_until, run_turn, session_of
 from tests.test_sessions import transcripts
 
 DELETERS = 3
@@ -33,6 +33,10 @@ async def test_concurrent_deletes_of_a_session_delete_it_once(
     workspace = Path(events[0].json()["cwd"])
     assert workspace.is_dir() and transcripts(settings, sid)
     turn_id = await running_turn(client, sid) if busy else None
+    # The session's CLI: the running turn's, or the first turn's, warm.
+    first_turn = str(events[0].id).rsplit(":", 1)[0]
+    process = await process_of(client, turn_id or first_turn)
+    assert marked_pids(process)
 
     answers = await asyncio.gather(*(client.delete(f"/api/sessions/{sid}") for _ in range(DELETERS)))
 
@@ -46,6 +50,7 @@ async def test_concurrent_deletes_of_a_session_delete_it_once(
     assert not workspace.exists()
     assert transcripts(settings, sid) == []
     if turn_id is not None:
-        # The turn went with its session, and so did its CLI.
+        # The turn went with its session.
         assert (await client.get(f"/api/turns/{turn_id}")).status == 404
-        assert await eventually(lambda: not marked_pids(turn_id), 5), marked_pids(turn_id)
+    # And so did its CLI, running or warm.
+    assert await eventually(lambda: not marked_pids(process), 5), marked_pids(process)

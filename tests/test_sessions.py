@@ -445,9 +445,14 @@ async def test_restart_marks_running_turns_interrupted_and_kills_their_processes
         conn.execute(
             "INSERT INTO events (turn_id, first_seq, last_seq, data) VALUES (?, 1, 1, ?)", (turn_id, b'{"type":"x"}')
         )
+        # A CLI the gone server started and did not end (running, or warm between turns).
+        conn.execute(
+            "INSERT INTO processes (marker, server_id, session_id, started_at) VALUES (?, 'gone', ?, ?)",
+            ("p-left-behind", sid, "2026-01-01T00:00:00.000Z"),
+        )
     leftover = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"],
-        env={"PATH": "/usr/bin:/bin", "CLAUDE_SERVER_TURN_ID": turn_id},
+        env={"PATH": "/usr/bin:/bin", "CLAUDE_SERVER_PROCESS_ID": "p-left-behind"},
         start_new_session=True,
     )
     try:
