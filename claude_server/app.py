@@ -22,7 +22,8 @@ from claude_server.appkeys import (
     STORE,
 )
 from claude_server.auth import Authenticator
-from claude_server.broker import Broker, BrokerSettings
+from claude_server.broker import Broker
+from claude_server.broker_settings import BrokerSettings
 from claude_server.claude.command import build_env
 from claude_server.claude.probe import probe_cli
 from claude_server.config import Settings

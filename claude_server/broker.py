@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
-from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any
 
+from claude_server.broker_settings import BrokerSettings
 from claude_server.claude import events
 from claude_server.claude.command import TurnOptions, build_env
 from claude_server.claude.live import ControlError, LiveCli
 from claude_server.claude.probe import CliInfo, CredentialCheck, Credentials, install_hint, probe_cli
 from claude_server.claude.reaper import Reaper
 from claude_server.cli_supply import INTERRUPTING, CliSupply, SupplySettings
-from claude_server.config import Settings
 from claude_server.errors import Conflict, ServiceUnavailable
 from claude_server.gate import Gate
 from claude_server.metrics import Metrics
@@ -53,37 +51,6 @@ POST_RESULT_GRACE_S = 10.0
 # An interrupt through the control protocol ends a turn within milliseconds (measured);
 # without the CLI's result within this long, the CLI is ended by signal instead.
 INTERRUPT_GRACE_S = 3.0
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    """What the broker needs to know of the server's settings."""
-
-    claude_bin: str = "claude"
-    environ: Mapping[str, str] = dataclasses.field(default_factory=dict, repr=False)
-    child_env: tuple[str, ...] = ()
-    turn_timeout_s: float = 3600.0
-    inactivity_timeout_s: float = 600.0
-    queue_timeout_s: float = 60.0
-    warm_idle_timeout_s: float = 300.0
-    max_warm: int = 8
-    permission_timeout_s: float = 600.0
-    server_id: str = ""
-
-    @classmethod
-    def of(cls, settings: Settings, server_id: str) -> BrokerSettings:
-        return cls(
-            claude_bin=settings.claude_bin,
-            environ=settings.environ,
-            child_env=settings.child_env,
-            turn_timeout_s=settings.turn_timeout_s,
-            inactivity_timeout_s=settings.inactivity_timeout_s,
-            queue_timeout_s=settings.queue_timeout_s,
-            warm_idle_timeout_s=settings.warm_idle_timeout_s,
-            max_warm=settings.max_warm,
-            permission_timeout_s=settings.permission_timeout_s,
-            server_id=server_id,
-        )
 
 
 class Broker:
@@ -325,10 +292,6 @@ class Broker:
         await self._run(turn, turn.process)
 
     # ---- running -----------------------------------------------------------------------
-    def _append(self, turn: Turn, data: bytes, kind: str, name: str | None = None) -> None:
-        turn.log.append(data, kind, name)
-        self.recorder.has_new(turn)
-
     async def _run(self, turn: Turn, live: LiveCli) -> None:
         """Wait for the turn's result (or its CLI's end); a CLI that is not to stay warm is
         then given its time to exit by itself."""
@@ -435,12 +398,12 @@ class Broker:
         that never ran (queue timeout, cancelled while queued, a start that failed)."""
         if turn.run is not None:
             turn.run.prompts.deny_all("The turn ended", "server", tell_cli=False)
-        stderr = live.process.stderr_tail() if live is not None and not live.process.running else None
-        if live is not None and stderr is None and turn.result is None:
-            stderr = live.process.stderr_tail()
+        exited = live is not None and (turn.result is None or not live.process.running)
+        stderr = live.process.stderr_tail() if live is not None and exited else None
         status, error = turn.outcome(stderr, start_error, self.settings.queue_timeout_s)
         if error is not None and turn.recorded:
-            self._append(turn, error.event(), "error", name="error")
+            turn.log.append(error.event(), "error", "error")
+            self.recorder.has_new(turn)
         turn.error = error
         if turn.created_workspace and turn.session_id is None:
             # A CLI that died before init leaves no session, so no workspace either.

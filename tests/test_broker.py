@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from claude_server import turn as turn_module
-from claude_server.broker import Broker, BrokerSettings
+from claude_server.broker import Broker
+from claude_server.broker_settings import BrokerSettings
 from claude_server.claude.command import TurnOptions, build_env
 from claude_server.claude.probe import probe_cli
 from claude_server.errors import ApiError

@@ -96,6 +96,7 @@ class LiveCli:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._writes: set[asyncio.Task[bool]] = set()
         self._eof = asyncio.Event()
+        self._closed = False
         self.failure: str | None = None  # why reading it stopped, when it was not its exit
         self.line_too_long = False
         self._reader = asyncio.create_task(self._read(), name=f"cli-{process.marker}")
@@ -249,7 +250,10 @@ class LiveCli:
         await self.close()
 
     async def close(self) -> None:
-        """End it now (SIGTERM, then SIGKILL) and everything it left."""
+        """End it now (SIGTERM, then SIGKILL) and everything it left; once."""
+        if self._closed:
+            return
+        self._closed = True
         await self.process.close()
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -62,20 +62,22 @@ async def _prompts(request: web.Request) -> Prompts:
     return live.run.prompts
 
 
-@routes.get("/api/turns/{turn_id}/permissions")
-async def list_permissions(request: web.Request) -> web.Response:
+async def _waiting(request: web.Request, event_type: str) -> list[dict[str, Any]]:
+    """The turn's open requests of one kind (none for a turn that is not running)."""
     row = await turn_row_or_404(request)
     live = request.app[BROKER].get(row.turn_id)
     pending = live.run.prompts.public() if live is not None and live.run is not None else []
-    return web.json_response({"permissions": [p for p in pending if p["type"] == "permission_request"]})
+    return [p for p in pending if p["type"] == event_type]
+
+
+@routes.get("/api/turns/{turn_id}/permissions")
+async def list_permissions(request: web.Request) -> web.Response:
+    return web.json_response({"permissions": await _waiting(request, "permission_request")})
 
 
 @routes.get("/api/turns/{turn_id}/questions")
 async def list_questions(request: web.Request) -> web.Response:
-    row = await turn_row_or_404(request)
-    live = request.app[BROKER].get(row.turn_id)
-    pending = live.run.prompts.public() if live is not None and live.run is not None else []
-    return web.json_response({"questions": [p for p in pending if p["type"] == "question"]})
+    return web.json_response({"questions": await _waiting(request, "question")})
 
 
 @routes.post("/api/turns/{turn_id}/permissions/{request_id}")
