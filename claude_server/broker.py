@@ -27,7 +27,7 @@ from claude_server.claude.command import TurnOptions, build_env
 from claude_server.claude.live import ControlError, LiveCli
 from claude_server.claude.probe import CliInfo, CredentialCheck, Credentials, install_hint, probe_cli
 from claude_server.claude.reaper import Reaper
-from claude_server.cli_supply import INTERRUPTING, CliSupply, SupplySettings
+from claude_server.cli_supply import INTERRUPTING, CliSupply
 from claude_server.errors import Conflict, ServiceUnavailable
 from claude_server.gate import Gate
 from claude_server.metrics import Metrics
@@ -76,18 +76,7 @@ class Broker:
         self.reaper = Reaper()
         self.turns: dict[str, Turn] = {}  # not yet finished
         self.occupancy = Occupancy()
-        self.supply = CliSupply(
-            SupplySettings(
-                settings.environ,
-                settings.child_env,
-                settings.server_id,
-                settings.warm_idle_timeout_s,
-                settings.max_warm,
-            ),
-            store,
-            self.reaper,
-            self.metrics,
-        )
+        self.supply = CliSupply(settings, store, self.reaper, self.metrics)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -191,7 +180,7 @@ class Broker:
             subscription.close()  # after: closing the last follower of a live turn cancels it
             raise self._start_error(exc, conversation_id) from exc
         if turn.process is not None:
-            self._spawn(self._run(turn, turn.process), name=f"turn-{turn.id}")
+            self._spawn(self._run_to_end(turn), name=f"turn-{turn.id}")
         elif session_free is not None:
             self._spawn(self._after_session(turn, session_free), name=f"waiting-{turn.id}")
             if if_busy == "interrupt" and busy_with is not None:
@@ -219,7 +208,7 @@ class Broker:
         assert self.cli.path is not None
         created = await asyncio.to_thread(self.workspaces.prepare, turn.workspace)
         turn.created_workspace = created and turn.create_workspace
-        live = await self.supply.take(turn, self.cli.path)
+        again, live = turn.process is not None, await self.supply.take(turn, self.cli.path)
         turn.process = live
         turn.warm = live.turns > 0
         turn.run = TurnRun(
@@ -236,7 +225,8 @@ class Broker:
         if turn.recorded:
             await self.store.set_turn_process(turn.id, live.marker)
         await live.send(turn.options.prompt)  # a CLI gone meanwhile ends the turn through its run
-        self.metrics.turns_started.inc()
+        if not again:
+            self.metrics.turns_started.inc()
         self.metrics.running.set(self.gate.running)
         log.info(
             "turn %s started (session %s, pid %d, %s)",
@@ -288,20 +278,39 @@ class Broker:
         except Exception as exc:
             await self._finish(turn, turn.process, start_error=exc)
             return
-        assert turn.process is not None
-        await self._run(turn, turn.process)
+        await self._run_to_end(turn)
 
     # ---- running -----------------------------------------------------------------------
-    async def _run(self, turn: Turn, live: LiveCli) -> None:
+    async def _run_to_end(self, turn: Turn) -> None:
+        """Run the launched turn; when its warm CLI had died between turns, before it read
+        the prompt, once more in a new CLI (``--resume``): the client cannot tell it from a
+        cold turn."""
+        assert turn.process is not None
+        if await self._run(turn, turn.process):
+            return
+        try:
+            await self._launch(turn)
+        except Exception as exc:
+            await self._finish(turn, turn.process, start_error=exc)
+            return
+        await self._run(turn, turn.process)
+
+    async def _run(self, turn: Turn, live: LiveCli) -> bool:
         """Wait for the turn's result (or its CLI's end); a CLI that is not to stay warm is
-        then given its time to exit by itself."""
+        then given its time to exit by itself. False (and the turn not finished) when the
+        turn's warm CLI was found dead before it printed anything."""
         run = turn.run
         assert run is not None
         watchdog = asyncio.create_task(self._watch(run))
+        lost = False
         try:
             if turn.stop_reason is not None:  # stopped while its CLI was being started
                 await self._terminate(turn)
             await run.done.wait()
+            lost = turn.warm and not run.printed and not live.alive and turn.stop_reason is None
+            if lost:
+                log.info("turn %s: its warm CLI %s had died; starting a new one", turn.id, live.marker)
+                return False
             if live.failure is not None:
                 code = StopCode.LINE_TOO_LONG if live.line_too_long else StopCode.INTERNAL
                 turn.stop(code, live.failure)
@@ -316,7 +325,11 @@ class Broker:
             await live.close()
         finally:
             watchdog.cancel()
-            await self._finish(turn, live)
+            if lost:
+                await self.supply.retire(live)
+            else:
+                await self._finish(turn, live)
+        return True
 
     async def _on_init(self, turn: Turn, obj: dict[str, Any]) -> None:
         model = obj.get("model")

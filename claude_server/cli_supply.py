@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
 
+from claude_server.broker_settings import BrokerSettings
 from claude_server.claude.command import build_argv, build_env, fixed_at_start
 from claude_server.claude.live import ControlError, LiveCli
 from claude_server.claude.reaper import Reaper
@@ -31,17 +30,8 @@ log = logging.getLogger(__name__)
 INTERRUPTING = (StopCode.CANCELLED, StopCode.CLIENT_DISCONNECTED)
 
 
-@dataclass(frozen=True)
-class SupplySettings:
-    environ: Mapping[str, str]
-    child_env: tuple[str, ...]
-    server_id: str
-    warm_idle_timeout_s: float
-    max_warm: int
-
-
 class CliSupply:
-    def __init__(self, settings: SupplySettings, store: Store, reaper: Reaper, metrics: Metrics) -> None:
+    def __init__(self, settings: BrokerSettings, store: Store, reaper: Reaper, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
         self.reaper = reaper

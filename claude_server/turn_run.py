@@ -44,6 +44,7 @@ class TurnRun:
         self._has_new = has_new
         self._first_event = first_event
         self.done = asyncio.Event()
+        self.printed = False  # any line of the CLI's reached the turn
         self.prompts = Prompts(live.answer, self._log_event, permission_timeout_s)
 
     def _log_event(self, event: dict[str, Any]) -> None:
@@ -57,6 +58,7 @@ class TurnRun:
         if self.done.is_set():  # after the result: the next turn's business, or stray
             log.debug("turn %s: %d line(s) after its result dropped", turn.id, len(batch))
             return
+        self.printed = True
         loop = asyncio.get_running_loop()
         turn.last_activity = loop.time()
         append = turn.log.append

@@ -96,6 +96,8 @@ Directives for tools and the interactive mode (run in the order they appear in t
                       and an assistant line ``answered: <label>``; a deny as above.
 ``@die-after-result`` exit 3 right after the result (a warm process dying between turns)
 ``@hang-after-result`` in the interactive mode: do not exit on stdin EOF for 3600 s
+``@die-at-next``      in the interactive mode: exit 3, printing nothing, when the next user
+                      message arrives (a warm process that died just as a turn came)
 ``@exit=N``           also in the interactive mode: exit N right after that turn's init
 
 As the real CLI does: ``--agent=<name>`` of neither a built-in agent nor a file
@@ -277,6 +279,7 @@ class Session:
     remembered: set[str] = field(default_factory=set)
     denials: list[dict] = field(default_factory=list)
     hang_on_eof: bool = False
+    die_at_next: bool = False
 
     @property
     def bypass(self) -> bool:
@@ -651,6 +654,8 @@ class Turn:
         self.result(extra)
         if directive(prompt, "die-after-result") is not None:
             return 3
+        if directive(prompt, "die-at-next") is not None:
+            s.die_at_next = True
         if directive(prompt, "hang-after-result") is not None:
             if s.interactive:
                 s.hang_on_eof = True
@@ -727,6 +732,8 @@ class Interactive:
         kind = message.get("type")
         ch = self.ch
         if kind == "user":
+            if self.s.die_at_next:
+                finish(3)
             with ch.lock:
                 if message.get("priority") == "now":
                     self.queue.appendleft(content_text(message))

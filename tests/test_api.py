@@ -80,6 +80,18 @@ async def test_resume_runs_in_the_same_workspace_with_history(client: TestClient
     assert texts(second) == ["fake answer 2: two"]
 
 
+async def test_a_warm_cli_that_dies_as_the_next_turn_arrives_is_replaced_unseen(client: TestClient) -> None:
+    _, first = await run_turn(client, {"prompt": "one @die-at-next"})
+    sid = session_of(first)
+    _, second = await run_turn(client, {"prompt": "two", "session_id": sid})
+    # The prompt went to the warm CLI, which exited without a line: the turn ran again in
+    # a new CLI resuming the session, and the stream shows only that one.
+    init = data_events(second)[0]
+    assert init["fake_pid"] != data_events(first)[0]["fake_pid"] and "--resume=" + sid in init["fake_argv"]
+    assert [e["type"] for e in data_events(second)].count("system") == 1
+    assert texts(second) == ["fake answer 2: two"] and data_events(second)[-1]["subtype"] == "success"
+
+
 async def test_without_warm_clis_a_resume_starts_the_cli_with_resume(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     client = await aiohttp_client(create_app(replace(settings, warm_idle_timeout_s=0)))
     _, first = await run_turn(client, {"prompt": "one"})
