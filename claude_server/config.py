@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from claude_server.compat.models import DEFAULT_MODELS
-from claude_server.settings_options import GROUPS, OPTIONS, Option
+from claude_server.settings_options import GROUPS, OPTIONS
 from claude_server.settings_values import (
     DATA_DIR_NAME,
     MIB,
     ConfigError,
+    Option,
     _non_negative_int,
     _port,
     _positive_int,
@@ -75,6 +76,15 @@ class Settings:
     per_client_exempt: tuple[str, ...] = ("127.0.0.0/8", "::1")
     log_format: str = "text"
     log_level: str = "INFO"
+    max_tasks_queued: int = 1000
+    max_batch: int = 10
+    task_retry_interrupted: bool = True
+    spawn_retries: int = 2
+    webhook_url: str = ""
+    webhook_secret: str = field(default="", repr=False)
+    webhook_timeout_s: float = 10.0
+    webhook_retries: int = 5
+    webhook_allow_private: bool = False
     # The environment the CLI's own environment is filtered from (see claude.environment).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
 
@@ -155,6 +165,8 @@ _METAVARS = {
     "compat_system_prompt_mode": "MODE",
     "log_format": "FORMAT",
     "log_level": "LEVEL",
+    "webhook_url": "URL",
+    "webhook_secret": "SECRET",
 }
 
 

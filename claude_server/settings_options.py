@@ -3,15 +3,13 @@ parser and its group in ``--help``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 from claude_server.compat.models import DEFAULT_MODELS
+from claude_server.settings_background import BACKGROUND_OPTIONS
 from claude_server.settings_values import (
     LOG_FORMATS,
     LOG_LEVELS,
     MIB,
+    Option,
     _bool,
     _choice,
     _csv,
@@ -29,32 +27,6 @@ from claude_server.settings_values import (
     _system_prompt_mode,
 )
 
-
-@dataclass(frozen=True)
-class Option:
-    """One setting: its flag, its environment variable, its default and how to parse it.
-
-    ``parse`` raises ``ValueError`` with what the value must be ("must be a number between 1
-    and 65535"); ``load`` puts the flag or variable the value came from in front of it and the
-    value itself after it. ``default_text`` is what ``--help`` shows as the default: None
-    shows ``default`` itself, "" shows nothing (an empty default that says nothing).
-    """
-
-    name: str
-    flag: str
-    env: str
-    default: Any
-    parse: Callable[[str], Any]
-    help: str
-    group: str
-    default_text: str | None = None
-
-    @property
-    def boolean(self) -> bool:
-        """A true/false setting: the flag alone means true, ``--flag=false`` works too."""
-        return self.parse is _bool
-
-
 # The argument groups of --help, in this order.
 GROUPS = (
     ("server", "where it listens and keeps its data"),
@@ -63,6 +35,7 @@ GROUPS = (
     ("Claude Code CLI", "the CLI the server runs, and its environment"),
     ("sessions", None),
     ("compatible APIs", "the OpenAI- and Anthropic-compatible endpoints"),
+    ("background tasks", "tasks, their webhooks and retries"),
     ("logging", None),
 )
 
@@ -443,4 +416,4 @@ OPTIONS: tuple[Option, ...] = (
         "DEBUG, INFO, WARNING or ERROR",
         "logging",
     ),
-)
+) + BACKGROUND_OPTIONS

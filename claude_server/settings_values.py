@@ -7,7 +7,9 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from claude_server.claude.command import PERMISSION_MODES
 from claude_server.compat.models import parse_model_setting
@@ -142,3 +144,38 @@ def _networks(text: str) -> tuple[str, ...]:
     for part in parts:
         ipaddress.ip_network(part, strict=False)  # ValueError names the bad one
     return tuple(parts)
+
+
+def _http_url(text: str) -> str:
+    """An http(s) URL with a host, or empty (none)."""
+    if not text:
+        return ""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host name")
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, its environment variable, its default and how to parse it.
+
+    ``parse`` raises ``ValueError`` with what the value must be ("must be a number between 1
+    and 65535"); ``load`` puts the flag or variable the value came from in front of it and the
+    value itself after it. ``default_text`` is what ``--help`` shows as the default: None
+    shows ``default`` itself, "" shows nothing (an empty default that says nothing).
+    """
+
+    name: str
+    flag: str
+    env: str
+    default: Any
+    parse: Callable[[str], Any]
+    help: str
+    group: str
+    default_text: str | None = None
+
+    @property
+    def boolean(self) -> bool:
+        """A true/false setting: the flag alone means true, ``--flag=false`` works too."""
+        return self.parse is _bool
