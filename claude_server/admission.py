@@ -1,5 +1,6 @@
 """Admission: at most N CLI processes at once, a bounded FIFO queue for the rest, and a
-per-key rate limit on turns started. Pure asyncio, no HTTP.
+per-key rate limit on turns started. Background tasks take only the slots nobody in the
+queue waits for (``spare``). Pure asyncio, no HTTP.
 
 A turn admitted at once gets a ``Slot``; a turn that must wait gets a place in the queue,
 which turns into a ``Slot`` when one frees up. Both live in the turn's ``Ticket``, which the
@@ -80,6 +81,9 @@ class Admission(Generic[T]):
         self.running = 0
         self._queue: collections.deque[Ticket[T]] = collections.deque()
         self._on_position = on_position
+        # Told (soon after, not inside the release) when a slot is free that nobody in the
+        # queue wanted: background work may take it.
+        self.on_spare: Callable[[], None] | None = None
 
     @property
     def queued(self) -> int:
@@ -103,6 +107,14 @@ class Admission(Generic[T]):
         self._on_position(item, len(self._queue))
         return ticket
 
+    def spare(self, item: T) -> Ticket[T] | None:
+        """A ticket holding a slot for background work: only when one is free and no turn
+        waits for one (background work never takes a slot a waiting turn could have)."""
+        if self.running >= self.slots or self._queue:
+            return None
+        self.running += 1
+        return Ticket(self, item, Slot(self._free))
+
     def _leave(self, ticket: Ticket[T]) -> None:
         try:
             self._queue.remove(ticket)
@@ -124,6 +136,8 @@ class Admission(Generic[T]):
                 self._renumber()
                 return
         self.running -= 1
+        if self.on_spare is not None:
+            asyncio.get_running_loop().call_soon(self.on_spare)
 
     def _renumber(self) -> None:
         for place, ticket in enumerate(self._queue, start=1):

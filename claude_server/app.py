@@ -20,6 +20,7 @@ from claude_server.appkeys import (
     SESSIONS,
     SETTINGS,
     STORE,
+    TASKS,
 )
 from claude_server.auth import Authenticator
 from claude_server.broker import Broker
@@ -28,6 +29,7 @@ from claude_server.claude.command import build_env
 from claude_server.claude.probe import probe_cli
 from claude_server.config import Settings
 from claude_server.config_files import ConfigFiles
+from claude_server.deliveries import Deliverer
 from claude_server.gate import Gate, GateSettings
 from claude_server.instance import InstanceLock, server_id
 from claude_server.metrics import Metrics
@@ -35,6 +37,7 @@ from claude_server.middleware import auth_middleware, error_middleware, on_respo
 from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store
+from claude_server.tasks import Tasks, TaskSettings
 from claude_server.workspace_files import FilePool
 from claude_server.workspaces import Workspaces
 
@@ -84,9 +87,21 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BROKER] = broker
     app[SESSIONS] = Sessions(settings, store, workspaces, broker)
     retention = asyncio.create_task(app[SESSIONS].purge_periodically(), name="retention")
+    deliverer = Deliverer(
+        store,
+        timeout_s=settings.webhook_timeout_s,
+        retries=settings.webhook_retries,
+        allow_private=settings.webhook_allow_private,
+    )
+    await deliverer.start()
+    tasks = Tasks(broker, store, deliverer, TaskSettings.of(settings), app[AUTHENTICATOR].principal_of)
+    await tasks.open()
+    app[TASKS] = tasks
     yield
     retention.cancel()
     await asyncio.gather(retention, return_exceptions=True)
+    await tasks.close()
+    await deliverer.close()
 
 
 async def file_pool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -99,6 +114,8 @@ async def file_pool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def on_shutdown(app: web.Application) -> None:
     # Runs after the listener closed and before aiohttp waits for handlers: ending the
     # turns here lets every open stream send its last event and finish by itself.
+    if TASKS in app:
+        app[TASKS].stop()
     if BROKER in app:
         await app[BROKER].shutdown()
 

@@ -11,6 +11,7 @@ from claude_server.config_files import ConfigFiles
 from claude_server.metrics import Metrics
 from claude_server.sessions import Sessions
 from claude_server.store import Store
+from claude_server.tasks import Tasks
 from claude_server.workspace_files import FilePool
 
 SETTINGS = web.AppKey("SETTINGS", Settings)
@@ -21,3 +22,4 @@ AUTHENTICATOR = web.AppKey("AUTHENTICATOR", Authenticator)
 METRICS = web.AppKey("METRICS", Metrics)
 CONFIG_FILES = web.AppKey("CONFIG_FILES", ConfigFiles)
 FILE_POOL = web.AppKey("FILE_POOL", FilePool)
+TASKS = web.AppKey("TASKS", Tasks)

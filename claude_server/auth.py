@@ -79,6 +79,19 @@ class Authenticator:
             raise Unauthorized("The API key is not valid (unknown or revoked)")
         return Principal(row.key_id, row.name, row.admin, self._budget(row.daily_budget_usd))
 
+    async def principal_of(self, key_id: str | None) -> Principal | None:
+        """The principal a key id stands for now (a task runs as the key that submitted
+        it); None when that key is gone (revoked, or no longer configured)."""
+        if key_id is None:
+            return OPEN if not await self.keys_configured() else None
+        for index, operator in enumerate(self._operators):
+            if self._operator_id(operator) == key_id:
+                return Principal(key_id, f"operator-{index + 1}", True, self._budget(None))
+        row = await self.store.get_key(key_id)
+        if row is None or row.revoked_at is not None or row.key_id != key_id:
+            return None
+        return Principal(row.key_id, row.name, row.admin, self._budget(row.daily_budget_usd))
+
 
 def principal(request: web.Request) -> Principal:
     """The principal the auth middleware attached to the request."""

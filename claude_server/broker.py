@@ -23,11 +23,11 @@ from typing import Any
 
 from claude_server.broker_settings import BrokerSettings
 from claude_server.claude import events
-from claude_server.claude.command import TurnOptions, build_env
+from claude_server.claude.command import TurnOptions
 from claude_server.claude.live import ControlError, LiveCli
-from claude_server.claude.probe import CliInfo, CredentialCheck, Credentials, install_hint, probe_cli
+from claude_server.claude.probe import CliInfo, Credentials, install_hint
 from claude_server.claude.reaper import Reaper
-from claude_server.cli_supply import INTERRUPTING, CliSupply
+from claude_server.cli_supply import INTERRUPTING, SPAWN_BACKOFF_S, CliSupply
 from claude_server.errors import Conflict, ServiceUnavailable
 from claude_server.gate import Gate
 from claude_server.metrics import Metrics
@@ -69,14 +69,12 @@ class Broker:
         self.gate = gate
         self.store = store
         self.workspaces = workspaces
-        self.cli = cli
-        self._credentials = CredentialCheck()
         self.metrics = metrics or Metrics()
         self.recorder = Recorder(store)
         self.reaper = Reaper()
         self.turns: dict[str, Turn] = {}  # not yet finished
         self.occupancy = Occupancy()
-        self.supply = CliSupply(settings, store, self.reaper, self.metrics)
+        self.supply = CliSupply(settings, store, self.reaper, self.metrics, cli)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
@@ -94,21 +92,12 @@ class Broker:
         """While a session is being deleted no turn may start on it."""
         return self.occupancy.deleting(session_id)
 
-    async def _check_cli(self) -> None:
-        if self._closing:
-            raise ServiceUnavailable("The server is shutting down", code="shutting_down")
-        if not self.cli.found:
-            # Installed since the server started? Look again before refusing.
-            self.cli = await probe_cli(self.settings.claude_bin, build_env(self.settings.environ, "probe"))
-        if not self.cli.found:
-            raise ServiceUnavailable(
-                f"Claude Code CLI is not available: {self.cli.error}. {install_hint()}", code="cli_not_found"
-            )
+    @property
+    def cli(self) -> CliInfo:
+        return self.supply.cli
 
     async def check_credentials(self, max_age_s: float = 0.0) -> Credentials:
-        """Whether the CLI has credentials, looked at again when older than ``max_age_s``."""
-        env = build_env(self.settings.environ, "probe", self.settings.child_env)
-        return await self._credentials.get(self.cli.path, env, max_age_s)
+        return await self.supply.credentials(max_age_s)
 
     async def start(
         self,
@@ -119,6 +108,8 @@ class Broker:
         workspace_name: str | None = None,
         principal: Principal = OPEN,
         if_busy: str = "reject",
+        background: bool = False,
+        spawn_retries: int = 0,
     ) -> Subscription:
         """Start a turn (or queue it for a slot) and return the caller's subscription to it.
 
@@ -128,8 +119,12 @@ class Broker:
         after it) or ``interrupt`` (end it, then run). Raises ``ApiError`` for what the
         client should hear before any stream, checked in this order: server closing or CLI
         missing (503), bad combination (400), unknown or foreign session (404), policy
-        (403), budget (429), busy session (409), rate and queue (429)."""
-        await self._check_cli()
+        (403), budget (429), busy session (409), rate and queue (429). A ``background``
+        turn (a task) takes only a spare slot, else raises ``NoSpareSlot``; a CLI that fails
+        before it prints anything is started again up to ``spawn_retries`` times."""
+        if self._closing:
+            raise ServiceUnavailable("The server is shutting down", code="shutting_down")
+        await self.supply.available()
         options, session = await resolve_session(self.store, options, conversation_id, principal)
         workspace, create = await workspace_for(self.store, self.workspaces, session, workspace_name, principal)
         turn = Turn(
@@ -144,7 +139,8 @@ class Broker:
         )
         # The session is checked after the gate's last await: another request may have
         # started a turn on it meanwhile.
-        now = await self.gate.admit(turn, lambda: self.occupancy.check(turn, if_busy))
+        turn.spawn_retries = spawn_retries
+        now = await self.gate.admit(turn, lambda: self.occupancy.check(turn, if_busy), background)
         # From here on the turn owns its ticket (or its place in the session's line): every
         # way out goes through _finish.
         self.turns[turn.id] = turn
@@ -205,10 +201,9 @@ class Broker:
     async def _launch(self, turn: Turn) -> None:
         """Make the workspace ready, take the session's warm CLI or start one, and write
         the prompt to it."""
-        assert self.cli.path is not None
         created = await asyncio.to_thread(self.workspaces.prepare, turn.workspace)
         turn.created_workspace = created and turn.create_workspace
-        again, live = turn.process is not None, await self.supply.take(turn, self.cli.path)
+        again, live = turn.process is not None, await self.supply.take(turn)
         turn.process = live
         turn.warm = live.turns > 0
         turn.run = TurnRun(
@@ -282,18 +277,27 @@ class Broker:
 
     # ---- running -----------------------------------------------------------------------
     async def _run_to_end(self, turn: Turn) -> None:
-        """Run the launched turn; when its warm CLI had died between turns, before it read
-        the prompt, once more in a new CLI (``--resume``): the client cannot tell it from a
-        cold turn."""
-        assert turn.process is not None
-        if await self._run(turn, turn.process):
-            return
-        try:
-            await self._launch(turn)
-        except Exception as exc:
-            await self._finish(turn, turn.process, start_error=exc)
-            return
-        await self._run(turn, turn.process)
+        """Run the launched turn. When its CLI ended before it printed anything, start
+        another (``--resume``) that the client cannot tell from the first: at once when it
+        was a warm CLI that had died between turns, after a backoff when a new one crashed
+        and the turn has ``spawn_retries`` left."""
+        failures = 0
+        while True:
+            assert turn.process is not None
+            warm = turn.warm
+            if await self._run(turn, turn.process):
+                return
+            if not warm:
+                failures += 1
+                await asyncio.sleep(SPAWN_BACKOFF_S * 2 ** (failures - 1))
+            if turn.stop_reason is not None:  # stopped meanwhile
+                await self._finish(turn, None)
+                return
+            try:
+                await self._launch(turn)
+            except Exception as exc:
+                await self._finish(turn, turn.process, start_error=exc)
+                return
 
     async def _run(self, turn: Turn, live: LiveCli) -> bool:
         """Wait for the turn's result (or its CLI's end); a CLI that is not to stay warm is
@@ -307,9 +311,14 @@ class Broker:
             if turn.stop_reason is not None:  # stopped while its CLI was being started
                 await self._terminate(turn)
             await run.done.wait()
-            lost = turn.warm and not run.printed and not live.alive and turn.stop_reason is None
+            lost = not run.printed and not live.alive and turn.stop_reason is None
+            lost = lost and (turn.warm or turn.spawn_retries > 0)
             if lost:
-                log.info("turn %s: its warm CLI %s had died; starting a new one", turn.id, live.marker)
+                if not turn.warm:
+                    turn.spawn_retries -= 1
+                    tail = live.process.stderr_tail()
+                    log.warning("turn %s: its CLI ended before printing anything (stderr: %.300r)", turn.id, tail)
+                log.info("turn %s: its CLI %s is gone; starting a new one", turn.id, live.marker)
                 return False
             if live.failure is not None:
                 code = StopCode.LINE_TOO_LONG if live.line_too_long else StopCode.INTERNAL

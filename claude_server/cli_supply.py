@@ -10,13 +10,16 @@ No aiohttp here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 
 from claude_server.broker_settings import BrokerSettings
 from claude_server.claude.command import build_argv, build_env, fixed_at_start
 from claude_server.claude.live import ControlError, LiveCli
+from claude_server.claude.probe import CliInfo, CredentialCheck, Credentials, install_hint, probe_cli
 from claude_server.claude.reaper import Reaper
+from claude_server.errors import ServiceUnavailable
 from claude_server.metrics import Metrics
 from claude_server.outcome import StopCode
 from claude_server.store import Store
@@ -28,21 +31,53 @@ log = logging.getLogger(__name__)
 # Why a turn may be stopped by interrupting it (the CLI stays, and may stay warm); any
 # other stop (timeouts, shutdown, a deleted session) ends the CLI.
 INTERRUPTING = (StopCode.CANCELLED, StopCode.CLIENT_DISCONNECTED)
+# The first wait before a CLI that failed to start (or crashed before printing anything) is
+# started again; it doubles each time.
+SPAWN_BACKOFF_S = 0.5
 
 
 class CliSupply:
-    def __init__(self, settings: BrokerSettings, store: Store, reaper: Reaper, metrics: Metrics) -> None:
+    def __init__(self, settings: BrokerSettings, store: Store, reaper: Reaper, metrics: Metrics, cli: CliInfo) -> None:
         self.settings = settings
+        self.cli = cli
+        self._credentials = CredentialCheck()
         self.store = store
         self.reaper = reaper
         self.metrics = metrics
         self.pool = WarmPool(settings.warm_idle_timeout_s, settings.max_warm, self.retire)
         metrics.watch_pool(self.pool.public)
 
-    async def take(self, turn: Turn, cli_path: str) -> LiveCli:
-        """The CLI the turn runs in: its session's warm one, or a new one."""
+    async def available(self) -> None:
+        """503 ``cli_not_found`` unless the CLI is there (looked for again when it was not:
+        installed since the server started?)."""
+        if not self.cli.found:
+            self.cli = await probe_cli(self.settings.claude_bin, build_env(self.settings.environ, "probe"))
+        if not self.cli.found:
+            raise ServiceUnavailable(
+                f"Claude Code CLI is not available: {self.cli.error}. {install_hint()}", code="cli_not_found"
+            )
+
+    async def credentials(self, max_age_s: float = 0.0) -> Credentials:
+        """Whether the CLI has credentials, looked at again when older than ``max_age_s``."""
+        env = build_env(self.settings.environ, "probe", self.settings.child_env)
+        return await self._credentials.get(self.cli.path, env, max_age_s)
+
+    async def take(self, turn: Turn) -> LiveCli:
+        """The CLI the turn runs in: its session's warm one, or a new one (a start that
+        fails is tried again, with a backoff, while the turn has ``spawn_retries`` left)."""
         live = await self._warm_for(turn)
-        return live if live is not None else await self._spawn(turn, cli_path)
+        failures = 0
+        while live is None:
+            try:
+                live = await self._spawn(turn)
+            except OSError as exc:
+                if turn.spawn_retries <= 0 or turn.stop_reason is not None:
+                    raise
+                turn.spawn_retries -= 1
+                failures += 1
+                log.warning("turn %s: the CLI did not start (%s); trying again", turn.id, exc)
+                await asyncio.sleep(SPAWN_BACKOFF_S * 2 ** (failures - 1))
+        return live
 
     async def _warm_for(self, turn: Turn) -> LiveCli | None:
         options = turn.options
@@ -73,13 +108,14 @@ class CliSupply:
         self.pool.count(hit=True)
         return live
 
-    async def _spawn(self, turn: Turn, cli_path: str) -> LiveCli:
+    async def _spawn(self, turn: Turn) -> LiveCli:
+        assert self.cli.path is not None
         marker = f"p-{uuid.uuid4()}"
         # Recorded before it starts: restart recovery must know of every process.
         await self.store.insert_process(marker, self.settings.server_id, turn.options.session_id)
         try:
             live = await LiveCli.spawn(
-                build_argv(cli_path, turn.options),
+                build_argv(self.cli.path, turn.options),
                 cwd=turn.workspace,
                 env=build_env(self.settings.environ, marker, self.settings.child_env),
                 marker=marker,

@@ -40,6 +40,10 @@ class GateSettings:
         )
 
 
+class NoSpareSlot(Exception):
+    """Background work may not start now: every slot is taken or a turn waits for one."""
+
+
 def seconds_to_utc_midnight(now: datetime | None = None) -> float:
     now = now or datetime.now(UTC)
     tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -85,29 +89,46 @@ class Gate:
                 code="budget_exceeded",
             )
 
-    async def admit(self, turn: Turn, ready: Callable[[], bool] = lambda: True) -> bool:
+    async def admit(self, turn: Turn, ready: Callable[[], bool] = lambda: True, background: bool = False) -> bool:
         """Give ``turn`` its ticket (a slot now, or a place in the queue), or raise: 403 for
         the policy, 429 for the budget, the rate limit or a full queue. ``ready`` runs after
         the last await and before anything is taken, so checks that must not race (is the
         session busy?) raise there with nothing to give back; when it returns False the
         turn is to wait for its session first: it gets no ticket now (False), and
-        ``enter`` gives it one when its session is free."""
+        ``enter`` gives it one when its session is free. A ``background`` turn (a task,
+        rate-limited when it was submitted) takes a spare slot or raises ``NoSpareSlot``."""
         self.check_policy(turn.options)
         await self._check_budget(turn.principal)
         now = ready()
+        if background:
+            ticket = self.admission.spare(turn)
+            if ticket is None:
+                raise NoSpareSlot()
+            turn.ticket, turn.status = ticket, TurnStatus.RUNNING
+            return True
         self._check_room()
         principal = turn.principal
         wait = self.rate_limiter.take(principal.key_id or "")
         if wait:
-            raise TooManyRequests(
-                f"Key {principal.name} may start {self.settings.rate_limit_per_min} turns per minute "
-                "(CLAUDE_SERVER_RATE_LIMIT_PER_MIN)",
-                retry_after=wait,
-                code="rate_limited",
-            )
+            raise self._rate_limited(principal, wait)
         if now:
             self.enter(turn)
         return now
+
+    def take_rate(self, principal: Principal, count: int = 1) -> None:
+        """Count ``count`` turns against the key's rate limit now (tasks, when submitted)."""
+        for _ in range(count):
+            wait = self.rate_limiter.take(principal.key_id or "")
+            if wait:
+                raise self._rate_limited(principal, wait)
+
+    def _rate_limited(self, principal: Principal, wait: float) -> TooManyRequests:
+        return TooManyRequests(
+            f"Key {principal.name} may start {self.settings.rate_limit_per_min} turns per minute "
+            "(CLAUDE_SERVER_RATE_LIMIT_PER_MIN)",
+            retry_after=wait,
+            code="rate_limited",
+        )
 
     def _check_room(self) -> None:
         if self.admission.full:

@@ -62,6 +62,10 @@ class Metrics:
         """Export the warm pool's figures (``WarmPool.public``) as they are at each scrape."""
         self.registry.register(_PoolCollector(stats))
 
+    def watch_tasks(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Export the background tasks queued and running, as they are at each scrape."""
+        self.registry.register(_TasksCollector(stats))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -80,3 +84,13 @@ class _PoolCollector(Collector):
             ("expired", "Warm CLIs ended after the idle timeout"),
         ):
             yield CounterMetricFamily(f"claude_server_warm_{name}", text, value=stats[name])
+
+
+class _TasksCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield GaugeMetricFamily("claude_server_tasks_queued", "Background tasks waiting", value=stats["queued"])
+        yield GaugeMetricFamily("claude_server_tasks_running", "Background tasks running", value=stats["running"])

@@ -259,6 +259,7 @@ class Turn:
         self.process: LiveCli | None = None
         self.run: TurnRun | None = None  # while its CLI runs it
         self.warm = False  # it runs in a CLI that served a turn before
+        self.spawn_retries = 0  # starts left for a CLI that fails before it prints anything
         self.ticket: Ticket[Turn] | None = None
         self.recorded = False  # its row exists
         self._on_orphaned = on_orphaned

@@ -17,6 +17,8 @@ Directives anywhere in the prompt change what it does (all can be combined):
 ``@stderr=BYTES``     that much noise on stderr before init
 ``@exit=N``           exit with N right after init, without a result
 ``@die-before-init``  print an error on stderr and exit 2 before init
+``@die-once=NAME``    the same, the first time a CLI sees it (a file NAME in $HOME remembers);
+                      later CLIs run it normally (a CLI that fails its first start)
 ``@sleep=S``          stay silent S seconds after init
 ``@delay-init=S``     stay silent S seconds before init (a CLI that is slow to start)
 ``@ignore-term``      ignore SIGTERM
@@ -359,6 +361,13 @@ def prelude(argv: list[str], prompt: str) -> int | None:
     if directive(prompt, "die-before-init") is not None:
         print("fatal: the fake CLI died before init", file=sys.stderr)
         return 2
+    once = directive(prompt, "die-once")
+    if once:
+        flag = Path(os.environ["HOME"]) / f"die-once-{once}"
+        if not flag.exists():
+            flag.touch()
+            print("fatal: the fake CLI died before init (once)", file=sys.stderr)
+            return 2
 
     delay_init = directive(prompt, "delay-init")
     if delay_init:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
 # The --permission-mode choices of the pinned CLI (`claude --help`), plus "default", which it
@@ -72,6 +72,16 @@ class TurnOptions:
     mcp_config: tuple[str, ...] = ()
     # Ask the client (over HTTP) about tool uses the permission mode and rules leave open.
     permission_prompt: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TurnOptions:
+        """Back from ``to_json`` (JSON has lists where the options have tuples)."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
 
     def summary(self) -> dict[str, Any]:
         """The options as recorded with the turn (without the prompt, stored on its own)."""

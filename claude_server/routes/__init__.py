@@ -13,6 +13,7 @@ from claude_server.routes import (
     native,
     prompts,
     sessions,
+    tasks,
     turns,
 )
 
@@ -20,6 +21,17 @@ from claude_server.routes import (
 def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
     """Add every route; returns them so that CORS can be set up on each."""
     routes: list[web.AbstractRoute] = []
-    for module in (health, native, sessions, turns, prompts, files, config_files, compat_openai, compat_anthropic):
+    for module in (
+        health,
+        native,
+        sessions,
+        turns,
+        prompts,
+        tasks,
+        files,
+        config_files,
+        compat_openai,
+        compat_anthropic,
+    ):
         routes.extend(app.router.add_routes(module.routes))
     return routes

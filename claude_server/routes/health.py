@@ -9,7 +9,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from claude_server import __version__
-from claude_server.appkeys import AUTHENTICATOR, BROKER, METRICS, STORE
+from claude_server.appkeys import AUTHENTICATOR, BROKER, METRICS, STORE, TASKS
 from claude_server.auth import principal
 from claude_server.errors import BadRequest, Forbidden
 
@@ -56,6 +56,7 @@ async def health(request: web.Request) -> web.Response:
             "queue_length": broker.gate.queued,
             "max_queue": broker.gate.admission.max_queue,
             "warm": broker.supply.pool.public(),
+            "tasks": request.app[TASKS].stats(),
         }
     )
 

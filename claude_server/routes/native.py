@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import (
@@ -127,18 +127,38 @@ class ClaudeRequest(BaseModel):
         )
 
 
+Request = TypeVar("Request", bound=ClaudeRequest)
+
+
 def parse_request(body: dict[str, Any]) -> ClaudeRequest:
+    return parse_as(body, ClaudeRequest)
+
+
+def parse_as(body: dict[str, Any], model: type[Request]) -> Request:
     try:
-        return ClaudeRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         err = validation_error(exc)
         # A cross-field problem has no location of its own: its message starts with the
         # field it is about.
         if err.extra.get("field") == "body":
             message = err.message.removeprefix("body: ")
-            if message.split(" ", 1)[0] in ClaudeRequest.model_fields:
+            if message.split(" ", 1)[0] in model.model_fields:
                 err.extra["field"], err.message = message.split(" ", 1)[0], message
         raise err from None
+
+
+def turn_options(request: web.Request, req: ClaudeRequest) -> TurnOptions:
+    """The turn a request asks for, its prompt's size and its configuration checked."""
+    limit = request.app[SETTINGS].max_prompt_bytes
+    size = len(req.prompt.encode())
+    if size > limit:
+        raise PayloadTooLarge(
+            f"prompt is {size} bytes; at most {limit} (CLAUDE_SERVER_MAX_PROMPT_SIZE)",
+            code="prompt_too_large",
+            field="prompt",
+        )
+    return choose_config(request, req.agent, req.mcp_servers or ()).apply(req.turn_options())
 
 
 def result_body(turn: Turn) -> dict[str, Any]:
@@ -150,23 +170,17 @@ def result_body(turn: Turn) -> dict[str, Any]:
 @routes.post("/api/claude")
 async def claude(request: web.Request) -> web.StreamResponse:
     req = parse_request(await read_json_object(request))
-    limit = request.app[SETTINGS].max_prompt_bytes
-    size = len(req.prompt.encode())
-    if size > limit:
-        raise PayloadTooLarge(
-            f"prompt is {size} bytes; at most {limit} (CLAUDE_SERVER_MAX_PROMPT_SIZE)",
-            code="prompt_too_large",
-            field="prompt",
-        )
-    choice = choose_config(request, req.agent, req.mcp_servers or ())
     broker = request.app[BROKER]
     sub = await broker.start(
-        choice.apply(req.turn_options()),
+        turn_options(request, req),
         detach=bool(req.detach),
         conversation_id=req.conversation_id,
         workspace_name=req.workspace,
         principal=principal(request),
         if_busy=req.if_busy or "reject",
+        # Nothing reaches a client that waits for one JSON answer before the end: a CLI that
+        # crashed before printing anything may be started again unseen.
+        spawn_retries=request.app[SETTINGS].spawn_retries if req.stream is False else 0,
     )
     turn = sub.turn
     assert turn is not None

@@ -1,7 +1,7 @@
 """The store: every SQL statement of the server, over one database with a single writer.
 
 ``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
-exchanges, CLI processes); nothing outside this package runs SQL.
+exchanges, CLI processes, background tasks); nothing outside this package runs SQL.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from claude_server.store.rows import (
     now_iso,
 )
 from claude_server.store.sessions import ConversationTaken, SessionQueries, icontains
+from claude_server.store.tasks import TaskQueries, TaskRow
 from claude_server.store.turns import TurnQueries
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "SessionRow",
     "Store",
     "StoredEvent",
+    "TaskRow",
     "TurnRow",
     "decode_cursor",
     "default_title",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 
-class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries):
+class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries, TaskQueries):
     """Typed access to every table. ``await Store.open(path)``; ``await store.close()``."""
 
     def __init__(self, db: Database) -> None:
