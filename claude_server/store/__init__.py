@@ -11,6 +11,7 @@ from pathlib import Path
 
 from claude_server.store.compat import CompatQueries
 from claude_server.store.database import Database
+from claude_server.store.deliveries import DeliveryQueries
 from claude_server.store.events import EventQueries
 from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
 from claude_server.store.processes import ProcessQueries
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 
-class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries):
+class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries, DeliveryQueries):
     """Typed access to every table. ``await Store.open(path)``; ``await store.close()``."""
 
     def __init__(self, db: Database) -> None:
