@@ -1,7 +1,8 @@
 """The store: every SQL statement of the server, over one database with a single writer.
 
 ``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
-exchanges, CLI processes, background tasks); nothing outside this package runs SQL.
+exchanges, CLI processes, background tasks and their webhook deliveries); nothing outside
+this package runs SQL.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from claude_server.store.compat import CompatQueries
 from claude_server.store.database import Database
+from claude_server.store.deliveries import DeliveryQueries
 from claude_server.store.events import EventQueries
 from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
 from claude_server.store.processes import ProcessQueries
@@ -46,7 +48,9 @@ __all__ = [
 ]
 
 
-class Store(SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries, TaskQueries):
+class Store(
+    SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries, TaskQueries, DeliveryQueries
+):
     """Typed access to every table. ``await Store.open(path)``; ``await store.close()``."""
 
     def __init__(self, db: Database) -> None:
