@@ -25,19 +25,19 @@ from claude_server.broker_settings import BrokerSettings
 from claude_server.claude import events
 from claude_server.claude.command import TurnOptions
 from claude_server.claude.live import ControlError, LiveCli
-from claude_server.claude.probe import CliInfo, Credentials, install_hint
+from claude_server.claude.probe import CliInfo, Credentials
 from claude_server.claude.reaper import Reaper
 from claude_server.cli_supply import INTERRUPTING, SPAWN_BACKOFF_S, CliSupply
-from claude_server.errors import Conflict, ServiceUnavailable
+from claude_server.errors import ServiceUnavailable
 from claude_server.gate import Gate
 from claude_server.metrics import Metrics
 from claude_server.occupancy import Occupancy
 from claude_server.outcome import StopCode, TurnStatus
-from claude_server.placement import record_session, resolve_session, workspace_for
+from claude_server.placement import record_session, resolve_session, start_error, workspace_for
 from claude_server.principal import OPEN, Principal
 from claude_server.recorder import Recorder
 from claude_server.recovery import recover
-from claude_server.store import ConversationTaken, Store, TurnRow
+from claude_server.store import Store, TurnRow
 from claude_server.turn import Subscription, Turn
 from claude_server.turn_end import log_end, record_end
 from claude_server.turn_run import TurnRun
@@ -144,6 +144,8 @@ class Broker:
         # From here on the turn owns its ticket (or its place in the session's line): every
         # way out goes through _finish.
         self.turns[turn.id] = turn
+        if self._closing:  # the shutdown began while this start awaited
+            turn.stop(StopCode.SERVER_SHUTDOWN, "The server is shutting down")
         session_free: asyncio.Future[bool] | None = None
         busy_with = None
         if now:
@@ -169,12 +171,12 @@ class Broker:
                 server_id=self.settings.server_id,
             )
             turn.recorded = True
-            if turn.status is TurnStatus.RUNNING:
+            if turn.status is TurnStatus.RUNNING and turn.stop_reason is None:
                 await self._launch(turn)
         except BaseException as exc:
             await self._finish(turn, None, start_error=exc)
             subscription.close()  # after: closing the last follower of a live turn cancels it
-            raise self._start_error(exc, conversation_id) from exc
+            raise start_error(exc, self.cli.path, conversation_id) from exc
         if turn.process is not None:
             self._spawn(self._run_to_end(turn), name=f"turn-{turn.id}")
         elif session_free is not None:
@@ -185,18 +187,6 @@ class Broker:
         else:
             self._spawn(self._queued(turn), name=f"queued-{turn.id}")
         return subscription
-
-    def _start_error(self, exc: BaseException, conversation_id: str | None) -> BaseException:
-        if isinstance(exc, OSError):
-            return ServiceUnavailable(
-                f"Could not start Claude Code ({self.cli.path}): {exc}. {install_hint()}", code="cli_not_found"
-            )
-        if isinstance(exc, ConversationTaken):
-            return Conflict(
-                f"conversation_id {conversation_id!r} was just bound to another session; retry",
-                code="conversation_taken",
-            )
-        return exc
 
     async def _launch(self, turn: Turn) -> None:
         """Make the workspace ready, take the session's warm CLI or start one, and write
@@ -483,7 +473,7 @@ class Broker:
         for turn in live:
             turn.stop(StopCode.SERVER_SHUTDOWN, "The server is shutting down")
         await asyncio.gather(*(self._terminate(t) for t in live), return_exceptions=True)
-        if self._tasks:
+        while self._tasks:  # including those of turns whose start was under way
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         warm = await self.supply.close()
         await self.recorder.close()

@@ -8,9 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from claude_server.claude.command import TurnOptions
-from claude_server.errors import BadRequest, Conflict, NotFound
+from claude_server.claude.probe import install_hint
+from claude_server.errors import BadRequest, Conflict, NotFound, ServiceUnavailable
 from claude_server.principal import Principal
-from claude_server.store import SessionRow, Store
+from claude_server.store import ConversationTaken, SessionRow, Store
 from claude_server.turn import Turn
 from claude_server.workspaces import WorkspaceError, Workspaces
 
@@ -119,3 +120,18 @@ async def record_session(store: Store, turn: Turn, session_id: str) -> None:
         metadata=parent.metadata if parent else None,
     )
     await store.set_turn_session(turn.id, session_id)
+
+
+def start_error(exc: BaseException, cli_path: str | None, conversation_id: str | None) -> BaseException:
+    """What the client hears when a turn could not start: the CLI would not run (503), or
+    the conversation was bound to another session meanwhile (409); else ``exc`` itself."""
+    if isinstance(exc, OSError):
+        return ServiceUnavailable(
+            f"Could not start Claude Code ({cli_path}): {exc}. {install_hint()}", code="cli_not_found"
+        )
+    if isinstance(exc, ConversationTaken):
+        return Conflict(
+            f"conversation_id {conversation_id!r} was just bound to another session; retry",
+            code="conversation_taken",
+        )
+    return exc

@@ -376,7 +376,7 @@ class Tasks:
             session_id = running[1].session_id
         body: dict[str, Any] = {
             "task_id": row.task_id,
-            "status": row.status if running is None else "running",
+            "status": row.status,
             "priority": row.priority,
             "session_id": session_id,
             "turn_id": row.turn_id,

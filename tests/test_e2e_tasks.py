@@ -40,6 +40,10 @@ async def task_of(http: aiohttp.ClientSession, server: RunningServer, task_id: s
     return await get_json(http, f"{server.url}/api/tasks/{task_id}")
 
 
+async def deliveries_of(http: aiohttp.ClientSession, server: RunningServer, task_id: str) -> list[dict[str, Any]]:
+    return list((await get_json(http, f"{server.url}/api/tasks/{task_id}/deliveries"))["deliveries"])
+
+
 async def until(
     http: aiohttp.ClientSession, server: RunningServer, task_id: str, statuses: tuple[str, ...] = FINAL
 ) -> dict[str, Any]:
@@ -165,7 +169,9 @@ async def test_a_webhook_is_signed_and_retried_until_it_is_taken(
     assert payload["task_id"] == task_id and payload["status"] == "succeeded" and payload["metadata"] == {"job": 7}
     assert ECHO_RE.fullmatch(payload["result"]) and payload["turn_id"] and payload["session_id"]
     assert "webhook_secret" not in payload
-    deliveries = (await get_json(http, f"{server.url}/api/tasks/{task_id}/deliveries"))["deliveries"]
+    async with asyncio.timeout(10):  # the receiver answered; the server records it next
+        while (deliveries := await deliveries_of(http, server, task_id))[0]["status"] == "pending":
+            await asyncio.sleep(0.05)
     assert len(deliveries) == 1 and deliveries[0]["status"] == "delivered"
     assert [t["status_code"] for t in deliveries[0]["tries"]] == [500, 500, 204]
     async with http.post(f"{server.url}/api/tasks/{task_id}/redeliver") as resp:

@@ -176,10 +176,10 @@ async def test_tasks_on_one_session_run_in_submission_order_and_wait_for_a_busy_
     b = (await submit(client, {"prompt": "b", "session_id": sid, "priority": 10}))["task_id"]
     assert (await get_task(client, a))["status"] == "queued"  # waits for the session: no 409
     texts_busy = texts(parse_sse(await busy.text()))
-    assert texts_busy == ["fake answer 2: busy"]
+    assert texts_busy == ["fake answer 2: @sleep=1 busy"]
     ta, tb = await until_ended(client, a), await until_ended(client, b)
     assert ta["status"] == tb["status"] == "succeeded"
-    assert ta["result"] == "fake answer 3: a" and tb["result"] == "fake answer 4: b"
+    assert ta["result"] == "fake answer 3: @sleep=0.3 a" and tb["result"] == "fake answer 4: b"
     assert ta["ended_at"] <= tb["started_at"]
 
 
@@ -247,7 +247,9 @@ async def test_a_batch_is_queued_whole_or_not_at_all(client: TestClient) -> None
         assert status == 400 and error["field"] == field, error
     status, error = await refused(client, {"tasks": ["just a string"]}, "/api/tasks/batch")
     assert status == 400 and error["field"] == "tasks[0]", error
-    resp = await client.post("/api/tasks/batch", data=json.dumps({"tasks": [{"prompt": "a"}, {"prompt": "b"}]}))
+    resp = await client.post(
+        "/api/tasks/batch", data=json.dumps({"tasks": [{"prompt": "a"}, {"prompt": "b"}]}), headers=JSON
+    )
     assert resp.status == 202, await resp.text()
     batch = await resp.json()
     assert len(batch["task_ids"]) == 2 and [t["task_id"] for t in batch["tasks"]] == batch["task_ids"]
@@ -279,7 +281,9 @@ async def test_a_key_sees_only_its_own_tasks(aiohttp_client, settings: Settings)
     # A session of another key is not found for a task either.
     task = await get_task(client, mine["task_id"], bearer(alice))
     resp = await client.post(
-        "/api/tasks", data=json.dumps({"prompt": "x", "session_id": task["session_id"]}), headers=bearer(bob)
+        "/api/tasks",
+        data=json.dumps({"prompt": "x", "session_id": task["session_id"]}),
+        headers={**JSON, **bearer(bob)},
     )
     assert resp.status == 404
 
@@ -302,8 +306,9 @@ async def test_a_cli_that_dies_before_init_is_started_again_for_tasks_and_whole_
     resp = await post(client, {"prompt": "@die-once=whole hi", "stream": False})
     assert resp.status == 200 and (await resp.json())["subtype"] == "success"
     # A streaming request is not: its stream had begun.
-    streamed = data_events(parse_sse(await (await post(client, {"prompt": "@die-once=sse x"})).text()))
-    assert streamed[-1]["type"] == "error" and streamed[-1]["code"] == "cli_failed", streamed
+    streamed = parse_sse(await (await post(client, {"prompt": "@die-once=sse x"})).text())
+    assert data_events(streamed) == [] and streamed[-1].event == "error", streamed
+    assert streamed[-1].json()["code"] == "cli_failed"
 
 
 async def test_queued_tasks_survive_a_restart_and_a_running_one_runs_again(
