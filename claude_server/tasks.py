@@ -355,6 +355,11 @@ class Tasks:
             follows = [f for f in self._follows if f.get_name() == f"task-{row.task_id}"]
             await asyncio.gather(*follows, return_exceptions=True)
 
+    async def forget(self, row: TaskRow) -> None:
+        """A task that ended, and its webhook deliveries."""
+        await self.store.delete_deliveries(row.task_id)
+        await self.store.delete_task(row.task_id)
+
     async def redeliver(self, row: TaskRow) -> str | None:
         """Its webhook once more (a new delivery); None when it has none."""
         if self.deliverer is None or not row.webhook_url:

@@ -204,7 +204,7 @@ async def delete_task(request: web.Request) -> web.Response:
             f"Task {row.task_id} is {row.status}; cancel it first (POST /api/tasks/{row.task_id}/cancel)",
             code="task_not_finished",
         )
-    await request.app[STORE].delete_task(row.task_id)
+    await request.app[TASKS].forget(row)
     return web.json_response({"deleted": row.task_id})
 
 

@@ -144,13 +144,11 @@ class TaskQueries:
         if not all_owners:
             where.append("COALESCE(owner, '') = ?")
             params.append(owner or "")
-        for column, value in (("status", status), ("priority", priority), ("session_id", session_id)):
+        equal = (("status", status), ("priority", priority), ("session_id", session_id), ("batch_id", batch_id))
+        for column, value in equal:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        if batch_id is not None:
-            where.append("batch_id = ?")
-            params.append(batch_id)
         if since is not None:
             where.append("created_at >= ?")
             params.append(since)
@@ -197,14 +195,8 @@ class TaskQueries:
         return changed > 0
 
     async def delete_task(self, task_id: str) -> None:
-        async with self.db.transaction() as tx:
-            await tx.execute(
-                "DELETE FROM delivery_attempts WHERE delivery_id IN "
-                "(SELECT delivery_id FROM deliveries WHERE task_id = ?)",
-                (task_id,),
-            )
-            await tx.execute("DELETE FROM deliveries WHERE task_id = ?", (task_id,))
-            await tx.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
+        """The task's row (its deliveries go with ``delete_deliveries``)."""
+        await self.db.execute("DELETE FROM tasks WHERE task_id = ?", (task_id,))
 
     async def batch_summary(self, batch_id: str) -> tuple[str | None, dict[str, int], float, int] | None:
         """(owner, counts by status, total cost, tasks) of a batch; None when there is none."""
