@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp_cors
 from aiohttp import web
@@ -19,6 +20,8 @@ from claude_server.appkeys import (
     METRICS,
     SESSIONS,
     SETTINGS,
+    PROVIDERS,
+    RELOADER,
     STORE,
     TASKS,
 )
@@ -27,12 +30,15 @@ from claude_server.broker import Broker
 from claude_server.broker_settings import BrokerSettings
 from claude_server.claude.command import build_env
 from claude_server.claude.probe import probe_cli
-from claude_server.config import Settings
+from claude_server.config import ConfigError, Settings
 from claude_server.config_files import ConfigFiles
 from claude_server.deliveries import Deliverer
 from claude_server.gate import Gate, GateSettings
 from claude_server.instance import InstanceLock, server_id
 from claude_server.metrics import Metrics
+from claude_server.provider_file import ProviderFileError, load_providers
+from claude_server.providers import Providers
+from claude_server.reload import Reloader
 from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
 from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
@@ -78,6 +84,7 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
         workspaces,
         cli,
         app[METRICS],
+        app.get(PROVIDERS),
     )
     if cli.found:
         credentials = await broker.check_credentials()
@@ -162,6 +169,15 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     # The directory is resolved here, once: see ConfigFiles.
     app[CONFIG_FILES] = ConfigFiles(settings.claude_config_dir)
+    providers = None
+    if settings.providers_file:
+        try:
+            providers = Providers(load_providers(Path(settings.providers_file), settings.environ))
+        except ProviderFileError as exc:
+            raise ConfigError(f"CLAUDE_SERVER_PROVIDERS_FILE: {exc}") from None
+        app[PROVIDERS] = providers
+        app[METRICS].watch_providers(providers.public)
+    app[RELOADER] = Reloader(settings.providers_file, settings.environ, providers)
     app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(quiet_log.bad_request_log_ctx)
     app.cleanup_ctx.append(store_ctx)

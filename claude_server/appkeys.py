@@ -9,6 +9,8 @@ from claude_server.broker import Broker
 from claude_server.config import Settings
 from claude_server.config_files import ConfigFiles
 from claude_server.metrics import Metrics
+from claude_server.providers import Providers
+from claude_server.reload import Reloader
 from claude_server.sessions import Sessions
 from claude_server.store import Store
 from claude_server.tasks import Tasks
@@ -23,3 +25,5 @@ METRICS = web.AppKey("METRICS", Metrics)
 CONFIG_FILES = web.AppKey("CONFIG_FILES", ConfigFiles)
 FILE_POOL = web.AppKey("FILE_POOL", FilePool)
 TASKS = web.AppKey("TASKS", Tasks)
+PROVIDERS = web.AppKey("PROVIDERS", Providers)  # only with a providers file
+RELOADER = web.AppKey("RELOADER", Reloader)

@@ -35,6 +35,8 @@ from claude_server.occupancy import Occupancy
 from claude_server.outcome import StopCode, TurnStatus
 from claude_server.placement import record_session, resolve_session, start_error, workspace_for
 from claude_server.principal import OPEN, Principal
+from claude_server.provider_routing import ProviderRouting
+from claude_server.providers import Providers
 from claude_server.recorder import Recorder
 from claude_server.recovery import recover
 from claude_server.store import Store, TurnRow
@@ -64,6 +66,7 @@ class Broker:
         workspaces: Workspaces,
         cli: CliInfo,
         metrics: Metrics | None = None,
+        providers: Providers | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
@@ -74,6 +77,7 @@ class Broker:
         self.reaper = Reaper()
         self.turns: dict[str, Turn] = {}  # not yet finished
         self.occupancy = Occupancy()
+        self.routing = ProviderRouting(providers, store)
         self.supply = CliSupply(settings, store, self.reaper, self.metrics, cli)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -157,6 +161,7 @@ class Broker:
         self.metrics.queue_length.set(self.gate.queued)
         subscription = Subscription(self.store, turn.id, 0, live=turn)
         try:
+            self.routing.choose(turn)
             if session is not None and conversation_id is not None and session.conversation_id is None:
                 await self.store.bind_conversation(session.session_id, conversation_id)
             await self.store.insert_turn(
@@ -171,6 +176,7 @@ class Broker:
                 server_id=self.settings.server_id,
             )
             turn.recorded = True
+            await self.routing.bind(turn)
             if turn.status is TurnStatus.RUNNING and turn.stop_reason is None:
                 await self._launch(turn)
         except BaseException as exc:
@@ -200,6 +206,7 @@ class Broker:
             turn,
             live,
             on_init=self._on_init,
+            on_api_retry=self.routing.api_retry,
             has_new=self.recorder.has_new,
             first_event=self.metrics.first_event.observe,
             permission_timeout_s=self.settings.permission_timeout_s,
@@ -341,6 +348,7 @@ class Broker:
             return
         try:
             await record_session(self.store, turn, sid)
+            await self.routing.session_recorded(turn, sid)
         except Exception:
             log.exception("turn %s: could not record session %s", turn.id, sid)
         turn.session_id = sid
@@ -431,6 +439,7 @@ class Broker:
         except Exception:
             log.exception("turn %s: could not record its end", turn.id)
         turn.release_ticket()
+        self.routing.ended(turn)
         self.metrics.running.set(self.gate.running)
         self.metrics.queue_length.set(self.gate.queued)
         self.metrics.turn_ended(status, turn.model, turn.result)

@@ -11,6 +11,7 @@ import gc
 import ipaddress
 import json
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -20,7 +21,9 @@ from aiohttp import web
 
 from claude_server import __version__, config, connections, logs
 from claude_server.app import create_app
+from claude_server.appkeys import RELOADER
 from claude_server.instance import DatabaseInUse, InstanceLock
+from claude_server.reload import ReloadRefused
 from claude_server.sessions import Sessions
 from claude_server.store import KeyExists, Store
 from claude_server.workspaces import Workspaces
@@ -210,6 +213,18 @@ async def freeze_gc(_app: web.Application) -> None:
     gc.freeze()
 
 
+async def reload_on_sighup(app: web.Application) -> None:
+    """``kill -HUP``: reload the configuration (see ``reload``); a refusal is logged."""
+
+    def hup() -> None:
+        try:
+            app[RELOADER].reload()
+        except ReloadRefused as exc:
+            logging.getLogger("claude_server").error("reload refused, the configuration stays as it was: %s", exc)
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, hup)
+
+
 def serve(settings: config.Settings) -> None:
     """Run the server until SIGTERM or SIGINT. Refusals (exposure: status 2; the address:
     status 1) are one log line, and "listening" is logged only once it is true."""
@@ -238,6 +253,7 @@ def serve(settings: config.Settings) -> None:
         log.error("%s", exc)
         sys.exit(2)
     app.on_startup.append(freeze_gc)
+    app.on_startup.append(reload_on_sighup)
     urls = ", ".join(socket_url(sock) for sock in sockets)
 
     def listening(_banner: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
 from claude_server.broker_settings import BrokerSettings
 from claude_server.claude.command import build_argv, build_env, fixed_at_start
@@ -22,6 +23,8 @@ from claude_server.claude.reaper import Reaper
 from claude_server.errors import ServiceUnavailable
 from claude_server.metrics import Metrics
 from claude_server.outcome import StopCode
+from claude_server.provider_file import provider_env
+from claude_server.provider_routing import fingerprint
 from claude_server.store import Store
 from claude_server.turn import Turn
 from claude_server.warm import WarmPool
@@ -88,7 +91,7 @@ class CliSupply:
             if options.session_id is not None and self.pool.enabled:
                 self.pool.count(hit=False)
             return None
-        if live.fixed != fixed_at_start(options) or (live.model is not None and options.model is None):
+        if live.fixed != self._fixed(turn) or (live.model is not None and options.model is None):
             log.info("turn %s: options changed since the warm CLI of its session started; starting anew", turn.id)
             await self.retire(live)
             self.pool.count(hit=False)
@@ -117,10 +120,10 @@ class CliSupply:
             live = await LiveCli.spawn(
                 build_argv(self.cli.path, turn.options),
                 cwd=turn.workspace,
-                env=build_env(self.settings.environ, marker, self.settings.child_env),
+                env=self._env(turn, marker),
                 marker=marker,
                 reaper=self.reaper,
-                fixed=fixed_at_start(turn.options),
+                fixed=self._fixed(turn),
                 model=turn.options.model,
                 permission_mode=turn.options.permission_mode,
             )
@@ -129,6 +132,17 @@ class CliSupply:
             raise
         await self.store.set_process_pid(marker, live.pid)
         return live
+
+    @staticmethod
+    def _fixed(turn: Turn) -> tuple[Any, ...]:
+        """What the turn's CLI is fixed to from its start: options, and the provider."""
+        return (*fixed_at_start(turn.options), fingerprint(turn.provider))
+
+    def _env(self, turn: Turn, marker: str) -> dict[str, str]:
+        """The CLI's environment: the server's (filtered), or with a provider, the provider's
+        credentials and variables in place of the server's own ``ANTHROPIC_*``."""
+        env = build_env(self.settings.environ, marker, self.settings.child_env)
+        return provider_env(env, turn.provider) if turn.provider is not None else dict(env)
 
     def keeps(self, turn: Turn, live: LiveCli, closing: bool) -> bool:
         """Whether the turn's CLI stays warm for its session's next turn: it printed the

@@ -42,6 +42,7 @@ class Settings:
     workspace_root: str = ""  # "": <data dir>/workspace
     config_dir: str = ""
     claude_bin: str = "claude"
+    providers_file: str = ""
     turn_timeout_s: float = 3600.0
     inactivity_timeout_s: float = 600.0
     warm_idle_timeout_s: float = 300.0
@@ -154,6 +155,7 @@ _METAVARS = {
     "workspace_root": "DIR",
     "config_dir": "DIR",
     "claude_bin": "PATH",
+    "providers_file": "FILE",
     "api_keys": "KEYS",
     "cors_origins": "ORIGINS",
     "allowed_hosts": "HOSTS",

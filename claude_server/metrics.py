@@ -66,6 +66,10 @@ class Metrics:
         """Export the background tasks queued and running, as they are at each scrape."""
         self.registry.register(_TasksCollector(stats))
 
+    def watch_providers(self, public: Callable[[], list[dict[str, Any]]]) -> None:
+        """Export each provider's health, turns and failures (``Providers.public``)."""
+        self.registry.register(_ProvidersCollector(public))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -94,3 +98,25 @@ class _TasksCollector(Collector):
         stats = self._stats()
         yield GaugeMetricFamily("claude_server_tasks_queued", "Background tasks waiting", value=stats["queued"])
         yield GaugeMetricFamily("claude_server_tasks_running", "Background tasks running", value=stats["running"])
+
+
+class _ProvidersCollector(Collector):
+    def __init__(self, public: Callable[[], list[dict[str, Any]]]) -> None:
+        self._public = public
+
+    def collect(self) -> Iterator[Metric]:
+        providers = self._public()
+        healthy = GaugeMetricFamily(
+            "claude_server_provider_healthy", "1 while a provider takes turns", labels=["provider"]
+        )
+        turns = CounterMetricFamily("claude_server_provider_turns", "Turns ended per provider", labels=["provider"])
+        failures = CounterMetricFamily(
+            "claude_server_provider_failures", "API failures counted per provider", labels=["provider"]
+        )
+        for p in providers:
+            healthy.add_metric([p["id"]], 1.0 if p["state"] in ("healthy", "half_open") else 0.0)
+            turns.add_metric([p["id"]], p["turns_total"])
+            failures.add_metric([p["id"]], p["failures_total"])
+        yield healthy
+        yield turns
+        yield failures

@@ -287,6 +287,16 @@ OPTIONS: tuple[Option, ...] = (
         default_text="the CLI's own, $CLAUDE_CONFIG_DIR or $HOME/.claude",
     ),
     Option(
+        "providers_file",
+        "--providers-file",
+        "CLAUDE_SERVER_PROVIDERS_FILE",
+        "",
+        str,
+        "a TOML or JSON file of providers (accounts or endpoints) the CLI runs against, chosen per "
+        "session, with failover; reloaded on SIGHUP",
+        "Claude Code CLI",
+    ),
+    Option(
         "child_env",
         "--child-env",
         "CLAUDE_SERVER_CHILD_ENV",

@@ -261,6 +261,10 @@ class Tasks:
                 return True
             if exc.code == "shutting_down":
                 return False
+            if exc.code == "no_provider":  # every provider is down: try again when one may be up
+                wait = float(exc.extra.get("retry_after", 1))
+                asyncio.get_running_loop().call_later(wait, self.kick)
+                return False
             self._queued.pop(row.task_id, None)
             await self._record(row, "failed", None, None, None, None, {"code": exc.code, "message": exc.message})
             return True

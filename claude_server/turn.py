@@ -31,6 +31,7 @@ from claude_server.store import SessionRow, Store
 if TYPE_CHECKING:
     from claude_server.admission import Ticket
     from claude_server.claude.live import LiveCli
+    from claude_server.provider_file import ProviderConfig
     from claude_server.turn_run import TurnRun
 
 # A follower takes at most about this much of the log at once (one write to its client,
@@ -260,6 +261,9 @@ class Turn:
         self.run: TurnRun | None = None  # while its CLI runs it
         self.warm = False  # it runs in a CLI that served a turn before
         self.spawn_retries = 0  # starts left for a CLI that fails before it prints anything
+        self.provider: ProviderConfig | None = None  # what it runs against (with a providers file)
+        self.provider_moved_from: str | None = None  # the provider its session left for this one
+        self.provider_failed = False  # a failure of the provider was counted for it already
         self.ticket: Ticket[Turn] | None = None
         self.recorded = False  # its row exists
         self._on_orphaned = on_orphaned

@@ -34,6 +34,7 @@ class TurnRun:
         live: LiveCli,
         *,
         on_init: Callable[[Turn, dict[str, Any]], Awaitable[None]],
+        on_api_retry: Callable[[Turn, dict[str, Any]], None],
         has_new: Callable[[Turn], None],
         first_event: Callable[[float], None],
         permission_timeout_s: float,
@@ -41,6 +42,7 @@ class TurnRun:
         self.turn = turn
         self.live = live
         self._on_init = on_init
+        self._on_api_retry = on_api_retry
         self._has_new = has_new
         self._first_event = first_event
         self.done = asyncio.Event()
@@ -66,6 +68,8 @@ class TurnRun:
             if obj is not None:  # the few lines the server reads something from
                 if kind == "system/init":
                     await self._on_init(turn, obj)
+                elif kind == "system/api_retry":
+                    self._on_api_retry(turn, obj)
                 elif kind == "result":
                     turn.result = TurnResult.of(obj)
                     turn.result_at = loop.time()

@@ -20,7 +20,8 @@ The "model" is deterministic and scripted by the newest user text:
 - ``[[slow: <seconds>]]``: each text chunk is delayed, spread over that many seconds.
 - ``[[big: <bytes>]]``: the answer is that many ``x`` characters (after the echo).
 
-Every request body (and its headers) is recorded in ``FakeAnthropic.requests``.
+Every request body (and its headers) is recorded in ``FakeAnthropic.requests``; with
+``fail_with`` set, every request is answered with that HTTP status and an Anthropic error.
 Run it in-process (``FakeAnthropic().start()`` in a thread of its own) or as a script with
 the project's environment (``make setup``): ``.venv/bin/python tests/fake_anthropic.py
 --port 8123``; ``make demo`` runs it together with the server.
@@ -110,6 +111,9 @@ class FakeAnthropic:
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=itertools.count)
+    # Answer every request with this HTTP status (401, 429, 500, ...): an account or an
+    # endpoint that is down. None: answer.
+    fail_with: int | None = None
 
     # ---- the model -------------------------------------------------------------------
     def plan(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, float]:
@@ -147,6 +151,10 @@ class FakeAnthropic:
     async def messages(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(Recorded(request.path, dict(request.headers), body))
+        if self.fail_with is not None:
+            kind = {401: "authentication_error", 429: "rate_limit_error"}.get(self.fail_with, "api_error")
+            error = {"type": "error", "error": {"type": kind, "message": f"fake failure {self.fail_with}"}}
+            return web.json_response(error, status=self.fail_with)
         blocks, stop_reason, delay = self.plan(body)
         msg_id = f"msg_{uuid.uuid4().hex[:20]}"
         model = body.get("model", "claude-fake")

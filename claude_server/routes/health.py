@@ -15,7 +15,7 @@ from claude_server.errors import BadRequest, Forbidden
 
 routes = web.RouteTableDef()
 
-GROUPS = ("day", "model", "key")
+GROUPS = ("day", "model", "key", "provider")
 
 
 # /health looks at the CLI's credentials again at most this often (`claude auth status`

@@ -1,7 +1,7 @@
 """The store: every SQL statement of the server, over one database with a single writer.
 
 ``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
-exchanges, CLI processes, background tasks and their webhook deliveries); nothing outside
+exchanges, CLI processes, background tasks and their webhook deliveries, providers); nothing outside
 this package runs SQL.
 """
 
@@ -16,6 +16,7 @@ from claude_server.store.deliveries import DeliveryQueries
 from claude_server.store.events import EventQueries
 from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
 from claude_server.store.processes import ProcessQueries
+from claude_server.store.providers import ProviderQueries
 from claude_server.store.rows import (
     KeyRow,
     SessionRow,
@@ -49,7 +50,15 @@ __all__ = [
 
 
 class Store(
-    SessionQueries, TurnQueries, EventQueries, KeyQueries, CompatQueries, ProcessQueries, TaskQueries, DeliveryQueries
+    SessionQueries,
+    TurnQueries,
+    EventQueries,
+    KeyQueries,
+    CompatQueries,
+    ProcessQueries,
+    TaskQueries,
+    DeliveryQueries,
+    ProviderQueries,
 ):
     """Typed access to every table. ``await Store.open(path)``; ``await store.close()``."""
 

@@ -70,6 +70,7 @@ class SessionRow:
     turn_count: int
     total_cost_usd: float
     last_turn_status: str | None
+    provider_id: str | None = None
 
     @classmethod
     def of(cls, row: Row) -> SessionRow:
@@ -88,6 +89,7 @@ class SessionRow:
             turn_count=row["turn_count"],
             total_cost_usd=row["total_cost_usd"],
             last_turn_status=row["last_turn_status"],
+            provider_id=row["provider_id"],
         )
 
     def summary(self) -> dict[str, Any]:
@@ -110,12 +112,13 @@ class SessionRow:
             "workspace_path": self.workspace_path,
             "forked_from": self.forked_from,
             "metadata": self.metadata if self.metadata is not None else {},
+            "provider": self.provider_id,
         }
 
 
 SESSION_COLUMNS = (
     "s.session_id, s.workspace_path, s.workspace_name, s.created_at, s.last_used_at, s.forked_from, s.title, "
-    "s.first_prompt, s.metadata, s.conversation_id, s.owner, "
+    "s.first_prompt, s.metadata, s.conversation_id, s.owner, s.provider_id, "
     "(SELECT count(*) FROM turns t WHERE t.session_id = s.session_id) AS turn_count, "
     "(SELECT coalesce(sum(t.cost_usd), 0) FROM turns t WHERE t.session_id = s.session_id) AS total_cost_usd, "
     "(SELECT t.status FROM turns t WHERE t.session_id = s.session_id ORDER BY t.started_at DESC LIMIT 1) "
@@ -147,6 +150,7 @@ class TurnRow:
     duration_ms: float | None
     server_id: str | None
     process_id: str | None
+    provider_id: str | None = None
 
     @classmethod
     def of(cls, row: Row) -> TurnRow:
@@ -173,6 +177,7 @@ class TurnRow:
             duration_ms=row["duration_ms"],
             server_id=row["server_id"],
             process_id=row["process_id"],
+            provider_id=row["provider_id"],
         )
 
     def public(self) -> dict[str, Any]:
@@ -195,13 +200,14 @@ class TurnRow:
             "error": self.error,
             "last_seq": self.last_seq,
             "process_id": self.process_id,
+            "provider": self.provider_id,
         }
 
 
 TURN_COLUMNS = (
     "turn_id, session_id, resumed_from, status, prompt, options, workspace_path, detach, owner, started_at, "
     "finished_at, exit_code, cost_usd, session_cost_usd, usage, num_turns, error, last_seq, model, duration_ms, "
-    "server_id, process_id"
+    "server_id, process_id, provider_id"
 )
 
 

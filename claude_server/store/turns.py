@@ -13,6 +13,7 @@ STAT_GROUPS = {
     "day": "substr(started_at, 1, 10)",
     "model": "coalesce(model, 'unknown')",
     "key": "coalesce(owner, '')",
+    "provider": "coalesce(provider_id, '')",
 }
 
 
