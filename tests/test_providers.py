@@ -62,7 +62,9 @@ def write(tmp_path: Path, text: str, name: str = "providers.toml") -> Path:
     return path
 
 
-def load(tmp_path: Path, text: str, environ: Mapping[str, str] | None = None, name: str = "providers.toml") -> Any:
+def load(
+    tmp_path: Path, text: str, environ: Mapping[str, str] | None = None, name: str = "providers.toml"
+) -> ProviderSettings:
     return load_providers(write(tmp_path, text, name), ENVIRON if environ is None else environ)
 
 
@@ -456,6 +458,8 @@ def test_recovery_gives_one_trial_and_success_closes_it() -> None:
     assert providers.for_session("a") == (providers.get("b"), True)
     providers.succeeded("a")
     assert providers.state("a") == "healthy" and providers.public()[0]["unhealthy_until"] is None
+    break_(providers, "a", 1)  # the trial is over: one failure is one of 3 again
+    assert providers.state("a") == "healthy"
 
 
 def test_a_failed_trial_opens_it_again_for_the_timeout() -> None:
@@ -469,6 +473,16 @@ def test_a_failed_trial_opens_it_again_for_the_timeout() -> None:
     assert providers.state("a") == "unhealthy"
     clock.now += 1
     assert providers.state("a") == "half_open" and providers.usable("a")
+
+
+def test_a_failed_trial_reopens_even_below_a_raised_threshold() -> None:
+    providers, clock = make(config("a"))
+    break_(providers, "a")
+    providers.reload(settings(config("a"), threshold=10))
+    clock.now += 60
+    providers.started("a")
+    providers.failed("a", "API Error: 500 again")  # 4 failures in a row, threshold 10
+    assert providers.state("a") == "unhealthy"
 
 
 def test_finished_frees_the_trial_without_a_verdict() -> None:
