@@ -18,10 +18,10 @@ from claude_server.appkeys import (
     CONFIG_FILES,
     FILE_POOL,
     METRICS,
-    SESSIONS,
-    SETTINGS,
     PROVIDERS,
     RELOADER,
+    SESSIONS,
+    SETTINGS,
     STORE,
     TASKS,
 )
@@ -36,10 +36,10 @@ from claude_server.deliveries import Deliverer
 from claude_server.gate import Gate, GateSettings
 from claude_server.instance import InstanceLock, server_id
 from claude_server.metrics import Metrics
+from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
 from claude_server.provider_file import ProviderFileError, load_providers
 from claude_server.providers import Providers
 from claude_server.reload import Reloader
-from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
 from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store

@@ -56,7 +56,9 @@ class ProviderRouting:
         session: SessionRow | None = turn.session
         bound = session.provider_id if session is not None else None
         try:
-            provider, moved = self.providers.for_session(bound) if session is not None else (self.providers.choose(), False)
+            provider, moved = (
+                self.providers.for_session(bound) if session is not None else (self.providers.choose(), False)
+            )
         except NoProvider as exc:
             raise ServiceUnavailable(
                 f"No provider can take the turn now: {exc}",

@@ -39,7 +39,9 @@ def healthy_apis(apis: dict[str, FakeAnthropic]) -> None:
         api.requests.clear()
 
 
-def providers_toml(apis: dict[str, FakeAnthropic], names: str, *, head: str = "", weights: dict[str, int] | None = None) -> str:
+def providers_toml(
+    apis: dict[str, FakeAnthropic], names: str, *, head: str = "", weights: dict[str, int] | None = None
+) -> str:
     lines = [head]
     for name in names:
         lines += [
@@ -68,7 +70,9 @@ async def stopping() -> AsyncIterator[list[RunningServer]]:
         await asyncio.to_thread(stop_server, server)
 
 
-async def whole_turn(http: aiohttp.ClientSession, server: RunningServer, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+async def whole_turn(
+    http: aiohttp.ClientSession, server: RunningServer, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
     async with http.post(
         f"{server.url}/api/claude", data=json.dumps({**body, "stream": False}), headers=JSON_HEADERS
     ) as resp:
@@ -206,7 +210,9 @@ async def test_reload_while_a_turn_runs_and_a_broken_file_is_refused(
     sid = first.session_id
     path = tmp_path / "providers.toml"
     async with http.post(
-        f"{server.url}/api/claude", data=json.dumps({"prompt": "[[slow: 3]] long", "session_id": sid}), headers=JSON_HEADERS
+        f"{server.url}/api/claude",
+        data=json.dumps({"prompt": "[[slow: 3]] long", "session_id": sid}),
+        headers=JSON_HEADERS,
     ) as slow:
         assert slow.status == 200
         path.write_text(providers_toml(apis, "bc"))
