@@ -151,7 +151,7 @@ async def test_failover_after_the_threshold_recovery_after_the_timeout_and_no_pr
     tmp_path: Path,
     stopping: list[RunningServer],
 ) -> None:
-    head = 'strategy = "round_robin"\nfailure_threshold = 2\nrecovery_timeout = 3\nmax_retries = 0\n'
+    head = 'strategy = "round_robin"\nfailure_threshold = 2\nrecovery_timeout = 8\nmax_retries = 0\n'
     server = await server_with(tmp_path, fake_api, providers_toml(apis, "ab", head=head))
     stopping.append(server)
     status, first = await whole_turn(http, server, {"prompt": "one"})
@@ -181,9 +181,10 @@ async def test_failover_after_the_threshold_recovery_after_the_timeout_and_no_pr
         error = (await resp.json())["error"]
         assert resp.status == 503 and error["code"] == "no_provider", error
         assert int(resp.headers["Retry-After"]) >= 1
-    # a comes back; after the recovery timeout one turn may try it, and it is healthy again.
+    # a comes back; once its recovery timeout ran out (8 s after it failed), one turn may
+    # try it, and it is healthy again.
     apis["a"].fail_with = None
-    await asyncio.sleep(3.5)
+    await asyncio.sleep(8.5)
     status, body = await whole_turn(http, server, {"prompt": "back"})
     assert status == 200, body
     listed = {p["id"]: p for p in (await get_json(http, f"{server.url}/api/providers"))["providers"]}
