@@ -107,6 +107,20 @@ class Admission(Generic[T]):
         self._on_position(item, len(self._queue))
         return ticket
 
+    def resize(self, slots: int, max_queue: int) -> None:
+        """New limits (a reload): more slots go to the waiters at once; fewer take effect as
+        running turns end (none is stopped); a shorter queue refuses newcomers only."""
+        self.slots, self.max_queue = slots, max_queue
+        while self.running < self.slots and self._queue:
+            ticket = self._queue.popleft()
+            if ticket.waiting:
+                self.running += 1
+                ticket._grant(Slot(self._free))
+                self._on_position(ticket.item, None)
+        self._renumber()
+        if self.running < self.slots and self.on_spare is not None:
+            asyncio.get_running_loop().call_soon(self.on_spare)
+
     def spare(self, item: T) -> Ticket[T] | None:
         """A ticket holding a slot for background work: only when one is free and no turn
         waits for one (background work never takes a slot a waiting turn could have)."""

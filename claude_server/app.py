@@ -39,7 +39,7 @@ from claude_server.metrics import Metrics
 from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
 from claude_server.provider_file import ProviderFileError, load_providers
 from claude_server.providers import Providers
-from claude_server.reload import Reloader
+from claude_server.reload import Reloader, apply_live
 from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store
@@ -104,6 +104,7 @@ async def broker_ctx(app: web.Application) -> AsyncIterator[None]:
     tasks = Tasks(broker, store, deliverer, TaskSettings.of(settings), app[AUTHENTICATOR].principal_of)
     await tasks.open()
     app[TASKS] = tasks
+    app[RELOADER].appliers.append(lambda fresh: apply_live(fresh, broker, tasks, deliverer))
     yield
     retention.cancel()
     await asyncio.gather(retention, return_exceptions=True)
@@ -177,7 +178,7 @@ def create_app(settings: Settings) -> web.Application:
             raise ConfigError(f"CLAUDE_SERVER_PROVIDERS_FILE: {exc}") from None
         app[PROVIDERS] = providers
         app[METRICS].watch_providers(providers.public)
-    app[RELOADER] = Reloader(settings.providers_file, settings.environ, providers)
+    app[RELOADER] = Reloader(settings, providers)
     app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(quiet_log.bad_request_log_ctx)
     app.cleanup_ctx.append(store_ctx)

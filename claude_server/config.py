@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from claude_server.compat.models import DEFAULT_MODELS
+from claude_server.settings_file import file_of, read_settings_file
 from claude_server.settings_options import GROUPS, OPTIONS
 from claude_server.settings_values import (
     DATA_DIR_NAME,
@@ -42,6 +43,7 @@ class Settings:
     workspace_root: str = ""  # "": <data dir>/workspace
     config_dir: str = ""
     claude_bin: str = "claude"
+    config_file: str = ""
     providers_file: str = ""
     turn_timeout_s: float = 3600.0
     inactivity_timeout_s: float = 600.0
@@ -86,6 +88,8 @@ class Settings:
     webhook_timeout_s: float = 10.0
     webhook_retries: int = 5
     webhook_allow_private: bool = False
+    # The settings a flag or a variable gave: a settings file (and its reload) does not change them.
+    pinned: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     # The environment the CLI's own environment is filtered from (see claude.environment).
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False, compare=False)
 
@@ -96,6 +100,13 @@ class Settings:
             # managed directory. Absolute: the CLI runs in the session's workspace.
             managed = str(Path(self.config_dir).expanduser().resolve())
             object.__setattr__(self, "environ", {**self.environ, "CLAUDE_CONFIG_DIR": managed})
+
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Change settings of a running server (a reload; see ``reload.RELOADABLE``): the one
+        place these frozen settings change, so that whatever reads them at the time of use
+        (routes, the key check) sees the new values."""
+        for name, value in changes.items():
+            object.__setattr__(self, name, value)
 
     @property
     def home(self) -> Path:
@@ -156,6 +167,7 @@ _METAVARS = {
     "config_dir": "DIR",
     "claude_bin": "PATH",
     "providers_file": "FILE",
+    "config_file": "FILE",
     "api_keys": "KEYS",
     "cors_origins": "ORIGINS",
     "allowed_hosts": "HOSTS",
@@ -232,16 +244,24 @@ def attach_boolean_values(argv: Sequence[str], commands: Collection[str] = ()) -
 
 
 def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings: a flag wins over its variable, which wins over the default. A bad
-    value is a ConfigError that names the flag or the variable it came from, what the
-    setting must be and the value: ``--port must be a number between 1 and 65535, got 'abc'``."""
+    """Build Settings: a flag wins over its variable, which wins over the settings file
+    (``--config-file``), which wins over the default. A bad value is a ConfigError that names
+    the flag, the variable or the file's key it came from, what the setting must be and the
+    value: ``--port must be a number between 1 and 65535, got 'abc'``."""
     env = dict(os.environ if environ is None else environ)
+    path = file_of(getattr(args, "config_file", None), env)
+    from_file = read_settings_file(path, OPTIONS) if path is not None else {}
     values: dict[str, Any] = {}
+    pinned = set()
     for opt in OPTIONS:
         raw = getattr(args, opt.name, None) if args is not None else None
         source = opt.flag
         if raw is None and opt.env in env and env[opt.env] != "":
             raw, source = env[opt.env], opt.env
+        if raw is not None:
+            pinned.add(opt.name)
+        elif opt.name in from_file:
+            raw, source = from_file[opt.name]
         if raw is None:
             continue
         # A subcommand's own typed flag may share a setting's name (keys create --daily-budget-usd).
@@ -250,4 +270,4 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             values[opt.name] = opt.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{source} {exc}, got {raw!r}") from None
-    return Settings(environ=env, **values)
+    return Settings(environ=env, pinned=frozenset(pinned), **values)

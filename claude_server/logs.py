@@ -127,7 +127,12 @@ def setup(level: str, fmt: str) -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """The server's log level (at start, and on a reload)."""
+    logging.getLogger().setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(level)
     # At DEBUG aiosqlite logs every statement with its parameters: whole events, whole prompts.
     logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLevelName(level)))

@@ -109,7 +109,9 @@ class _ProvidersCollector(Collector):
         healthy = GaugeMetricFamily(
             "claude_server_provider_healthy", "1 while a provider takes turns", labels=["provider"]
         )
-        turns = CounterMetricFamily("claude_server_provider_turns", "Turns that succeeded per provider", labels=["provider"])
+        turns = CounterMetricFamily(
+            "claude_server_provider_turns", "Turns that succeeded per provider", labels=["provider"]
+        )
         failures = CounterMetricFamily(
             "claude_server_provider_failures", "API failures counted per provider", labels=["provider"]
         )

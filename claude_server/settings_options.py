@@ -43,6 +43,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("host", "--host", "CLAUDE_SERVER_HOST", "127.0.0.1", str, "address to listen on", "server"),
     Option("port", "--port", "CLAUDE_SERVER_PORT", 3000, _port, "port to listen on, 0 for any free one", "server"),
     Option(
+        "config_file",
+        "--config-file",
+        "CLAUDE_SERVER_CONFIG_FILE",
+        "",
+        str,
+        "a TOML file of settings (keys: the variables without CLAUDE_SERVER_, in lower case), below "
+        "flags and variables; read again on SIGHUP",
+        "server",
+    ),
+    Option(
         "data_dir",
         "--data-dir",
         "CLAUDE_SERVER_DATA_DIR",

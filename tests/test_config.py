@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_every_setting_has_one_option_with_the_same_default() -> None:
-    fields = {f.name: f.default for f in dataclasses.fields(config.Settings) if f.name != "environ"}
+    fields = {f.name: f.default for f in dataclasses.fields(config.Settings) if f.name not in ("environ", "pinned")}
     options = {o.name: o.default for o in config.OPTIONS}
     assert fields == options
 
