@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import RunningServer, real_cli_path, start_server, stop_server
+from tests.conftest import FAKE_CLI, RunningServer, real_cli_path, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
 from tests.helpers import marked_pids
 from tests.test_e2e_core import ECHO_RE, JSON_HEADERS, get_json, run_turn
@@ -55,11 +55,11 @@ def providers_toml(
     return "\n".join(lines)
 
 
-async def server_with(tmp_path: Path, fake_api: FakeAnthropic, text: str) -> RunningServer:
+async def server_with(tmp_path: Path, fake_api: FakeAnthropic, text: str, cli: Path | None = None) -> RunningServer:
     path = tmp_path / "providers.toml"
     path.write_text(text)
     env = {"CLAUDE_SERVER_PROVIDERS_FILE": str(path), **{f"KEY_{n.upper()}": k for n, k in KEYS.items()}}
-    return await asyncio.to_thread(start_server, tmp_path, fake_api, real_cli_path(), env)
+    return await asyncio.to_thread(start_server, tmp_path, fake_api, cli or real_cli_path(), env)
 
 
 @pytest.fixture
@@ -87,15 +87,16 @@ def used_keys(api: FakeAnthropic) -> set[str]:
     return {r.headers.get("x-api-key", r.headers.get("X-Api-Key", "")) for r in api.requests}
 
 
-async def test_weights_affinity_and_no_key_leaks(
+async def test_new_sessions_follow_the_weights(
     http: aiohttp.ClientSession,
     apis: dict[str, FakeAnthropic],
     fake_api: FakeAnthropic,
     tmp_path: Path,
     stopping: list[RunningServer],
 ) -> None:
-    before = len(fake_api.requests)  # the API of the server's own ANTHROPIC_* variables
-    server = await server_with(tmp_path, fake_api, providers_toml(apis, "ab", weights={"a": 3, "b": 1}))
+    # The choice is the server's: the fake CLI (which starts in milliseconds) serves here,
+    # the real one in the tests below.
+    server = await server_with(tmp_path, fake_api, providers_toml(apis, "ab", weights={"a": 3, "b": 1}), FAKE_CLI)
     stopping.append(server)
     limit = asyncio.Semaphore(4)
 
@@ -110,6 +111,24 @@ async def test_weights_affinity_and_no_key_leaks(
     # Weighted 3:1: 75 expected of 100; the binomial's standard deviation is 4.3, and the
     # tolerance ±15 is 3.5 of them (a false failure about once in 2,000 runs).
     assert 60 <= chosen.count("a") <= 90 and chosen.count("a") + chosen.count("b") == 100, chosen.count("a")
+    listed = {p["id"]: p for p in (await get_json(http, f"{server.url}/api/providers"))["providers"]}
+    assert listed["a"]["bound_sessions"] == chosen.count("a") and listed["b"]["bound_sessions"] == chosen.count("b")
+
+
+async def test_affinity_and_no_key_leaks(
+    http: aiohttp.ClientSession,
+    apis: dict[str, FakeAnthropic],
+    fake_api: FakeAnthropic,
+    tmp_path: Path,
+    stopping: list[RunningServer],
+) -> None:
+    before = len(fake_api.requests)  # the API of the server's own ANTHROPIC_* variables
+    head = 'strategy = "round_robin"\n'
+    server = await server_with(tmp_path, fake_api, providers_toml(apis, "ab", head=head))
+    stopping.append(server)
+    sessions = [(await whole_turn(http, server, {"prompt": f"session {n}"}))[1]["session_id"] for n in range(4)]
+    chosen = [await provider_of(http, server, sid) for sid in sessions]
+    assert chosen == ["a", "b", "a", "b"]
     # Each API saw its own key only; the server's own key went nowhere.
     assert used_keys(apis["a"]) == {KEYS["a"]} and used_keys(apis["b"]) == {KEYS["b"]}
     assert len(fake_api.requests) == before
@@ -138,8 +157,8 @@ async def test_weights_affinity_and_no_key_leaks(
     assert not any(key in text for key in KEYS.values() for text in texts)
     by_id = {p["id"]: p for p in listed["providers"]}
     assert by_id["a"]["key_hint"].endswith("AAAA") and by_id["a"]["healthy"] is True
-    assert by_id["a"]["bound_sessions"] + by_id["b"]["bound_sessions"] == 100
-    assert by_id[where]["turns_today"] >= 3
+    assert by_id["a"]["bound_sessions"] == by_id["b"]["bound_sessions"] == 2
+    assert by_id[where]["turns_today"] == 4
     stats = await get_json(http, f"{server.url}/api/stats?group_by=provider")
     assert {g["group"] for g in stats["groups"]} == {"a", "b"}
 
