@@ -133,6 +133,9 @@ async def stats(request: web.Request) -> web.Response:
         names = {**await request.app[STORE].key_names(), **request.app[AUTHENTICATOR].operator_names()}
         for g in groups:
             g["group"] = names.get(g["group"], g["group"] or "(no key)")
+    if group_by == "provider":  # turns from before a providers file, or without one
+        for g in groups:
+            g["group"] = g["group"] or "(none)"
     return web.json_response(
         {"group_by": group_by, "from": since, "to": until, "groups": groups, "total": total(groups)}
     )
