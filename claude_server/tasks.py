@@ -268,6 +268,12 @@ class Tasks:
             self._queued.pop(row.task_id, None)
             await self._record(row, "failed", None, None, None, None, {"code": exc.code, "message": exc.message})
             return True
+        except Exception as exc:  # a bug must fail this task, not stop the scheduler
+            log.exception("task %s: could not start", row.task_id)
+            self._queued.pop(row.task_id, None)
+            error = {"code": "start_failed", "message": f"The task could not start: {exc}"}
+            await self._record(row, "failed", None, None, None, None, error)
+            return True
         turn = sub.turn
         sub.close()  # nobody follows a task; its turn is detached
         assert turn is not None
