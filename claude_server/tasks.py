@@ -94,7 +94,7 @@ class Tasks:
         self.settings = settings
         self._queued: dict[str, TaskRow] = {}
         self._running: dict[str, tuple[TaskRow, Turn]] = {}
-        self._follows: set[asyncio.Task[None]] = set()
+        self._follows: dict[str, asyncio.Task[None]] = {}  # task id -> what waits for its turn's end
         self._seq = 0
         self._drain: asyncio.Task[None] | None = None
         self._again = False
@@ -133,7 +133,7 @@ class Tasks:
         self.stop()
         if self._drain is not None:
             await asyncio.gather(self._drain, return_exceptions=True)
-        await asyncio.gather(*list(self._follows), return_exceptions=True)
+        await asyncio.gather(*list(self._follows.values()), return_exceptions=True)
 
     # ---- submitting ----------------------------------------------------------------------
     async def submit(self, principal: Principal, specs: list[TaskSpec], batch_id: str | None = None) -> list[TaskRow]:
@@ -282,8 +282,11 @@ class Tasks:
         self._running[row.task_id] = (row, turn)
         await self.store.start_task(row.task_id, turn.id, options.session_id)
         follow = asyncio.get_running_loop().create_task(self._follow(row, turn), name=f"task-{row.task_id}")
-        self._follows.add(follow)
-        follow.add_done_callback(self._follows.discard)
+        self._follows[row.task_id] = follow
+        # Only its own entry: a task queued again may be followed anew by then.
+        follow.add_done_callback(
+            lambda done: self._follows.pop(row.task_id) if self._follows.get(row.task_id) is done else None
+        )
         log.info("task %s started as turn %s (priority %d)", row.task_id, turn.id, row.priority)
         return True
 
@@ -362,8 +365,9 @@ class Tasks:
         running = self._running.get(row.task_id)
         if running is not None:
             await self.broker.cancel(running[1], StopCode.CANCELLED, "The task was cancelled")
-            follows = [f for f in self._follows if f.get_name() == f"task-{row.task_id}"]
-            await asyncio.gather(*follows, return_exceptions=True)
+            follow = self._follows.get(row.task_id)
+            if follow is not None:
+                await asyncio.gather(follow, return_exceptions=True)
 
     async def forget(self, row: TaskRow) -> None:
         """A task that ended, and its webhook deliveries."""
