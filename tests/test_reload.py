@@ -39,7 +39,8 @@ async def test_a_reload_applies_what_may_change_and_lists_what_needs_a_restart(
     settings: Settings,
     tmp_path: Path,
 ) -> None:
-    level = logging.getLogger().level
+    touched = ("", "aiohttp.access", "aiosqlite")  # the loggers a reload's log level sets
+    levels = {name: logging.getLogger(name).level for name in touched}
     path = tmp_path / "settings.toml"
     live = settings_with(settings, path, "max_concurrent = 1\nmax_queue = 5\n", CLAUDE_SERVER_QUEUE_TIMEOUT="7")
     client = await aiohttp_client(create_app(live))
@@ -66,7 +67,8 @@ async def test_a_reload_applies_what_may_change_and_lists_what_needs_a_restart(
     second = await post(client, {"prompt": "two", "stream": False})
     assert second.status == 429 and (await second.json())["error"]["code"] == "rate_limited"
     assert logging.getLogger().level == logging.DEBUG
-    logging.getLogger().setLevel(level)  # as the test run had it
+    for name, level in levels.items():  # as the test run had them
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.mark.parametrize(
