@@ -52,17 +52,20 @@ log = logging.getLogger(__name__)
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    lock = InstanceLock.acquire(settings.db_file)
+    # A PostgreSQL database has no file to lock beside it.
+    lock = None if settings.db_is_url else InstanceLock.acquire(settings.db_file)
     try:
-        store = await Store.open(settings.db_file)
+        store = await Store.open(settings.database)
     except BaseException:
-        lock.release()
+        if lock is not None:
+            lock.release()
         raise
     app[STORE] = store
     app[AUTHENTICATOR] = Authenticator(settings, store)
     yield
     await store.close()
-    lock.release()
+    if lock is not None:
+        lock.release()
 
 
 async def broker_ctx(app: web.Application) -> AsyncIterator[None]:

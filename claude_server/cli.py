@@ -25,7 +25,8 @@ from claude_server.appkeys import RELOADER
 from claude_server.instance import DatabaseInUse, InstanceLock
 from claude_server.reload import ReloadRefused
 from claude_server.sessions import Sessions
-from claude_server.store import KeyExists, Store
+from claude_server.store import DatabaseUnavailable, KeyExists, Store
+from claude_server.store.database import redacted
 from claude_server.workspaces import Workspaces
 
 # How long open streams get to finish after SIGTERM/SIGINT before aiohttp cancels them.
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     # each one-line error.
     parser = Parser(
         prog="claude-server",
-        usage="%(prog)s [OPTIONS] [serve | purge | keys ...]",
+        usage="%(prog)s [OPTIONS] [serve | purge | keys ... | migrate ...]",
         description="Run the Claude Code CLI as an HTTP service (SSE streaming, SQLite sessions).",
         epilog=BOOLEAN_FORMS,
     )
@@ -83,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key; its next request is refused")
     revoke.add_argument("key", help="the key's name or id")
+    migrate = sub.add_parser(
+        "migrate",
+        help="copy a SQLite database into PostgreSQL",
+        description="Copy every table of a SQLite database into a PostgreSQL database (migrated first), in "
+        "one transaction, and verify the row count of each table.",
+        usage="%(prog)s --from FILE --to URL [--replace]",
+    )
+    migrate.add_argument("--from", dest="source", required=True, metavar="FILE", help="the SQLite database")
+    migrate.add_argument("--to", dest="target", required=True, metavar="URL", help="a postgresql:// URL")
+    migrate.add_argument("--replace", action="store_true", help="empty a target that holds rows, then copy")
     parser.commands = frozenset(sub.choices)
     for p in (parser, serve, purge):
         config.add_arguments(p)
@@ -173,10 +184,11 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos)
 
 
-async def keys_in_database(path: Path) -> bool:
-    if not await asyncio.to_thread(path.exists):
+async def keys_in_database(database: Path | str) -> bool:
+    """Whether the database holds a key; opening it (a URL) raises ``DatabaseUnavailable``."""
+    if isinstance(database, Path) and not await asyncio.to_thread(database.exists):
         return False
-    store = await Store.open(path)
+    store = await Store.open(database)
     try:
         return await store.any_key()
     finally:
@@ -192,7 +204,7 @@ def check_exposure(settings: config.Settings) -> str | None:
     any_origin = "*" in settings.cors_origins
     if not (reachable or any_origin):
         return None
-    if settings.api_keys or bool(asyncio.run(keys_in_database(settings.db_file))):
+    if settings.api_keys or bool(asyncio.run(keys_in_database(settings.database))):
         return None
     if reachable:
         return (
@@ -233,8 +245,11 @@ def serve(settings: config.Settings) -> None:
     # One server per database, decided before anything else: a second server must not even
     # bind, let alone recover (kill) the first one's turns. Held until the process exits.
     try:
-        InstanceLock.acquire(settings.db_file, f"{settings.host}:{settings.port}")
-    except DatabaseInUse as exc:
+        if settings.db_is_url:
+            asyncio.run(reach_database(settings.database))
+        else:
+            InstanceLock.acquire(settings.db_file, f"{settings.host}:{settings.port}")
+    except (DatabaseInUse, DatabaseUnavailable) as exc:
         log.error("%s", exc)
         sys.exit(1)
     refusal = check_exposure(settings)
@@ -246,7 +261,7 @@ def serve(settings: config.Settings) -> None:
     except BindError as exc:
         log.error("%s", exc)
         sys.exit(1)
-    log.info("database %s, workspaces in %s", settings.db_file, settings.workspace_root_path)
+    log.info("database %s, workspaces in %s", where(settings), settings.workspace_root_path)
     try:
         app = create_app(settings)
     except config.ConfigError as exc:
@@ -275,7 +290,7 @@ def serve(settings: config.Settings) -> None:
 
 
 async def purge(settings: config.Settings, dry_run: bool) -> int:
-    store = await Store.open(settings.db_file)
+    store = await Store.open(settings.database)
     try:
         sessions = Sessions(settings, store, Workspaces(settings.workspace_root_path), broker=None)
         rows = await sessions.purge(dry_run=dry_run)
@@ -294,7 +309,7 @@ async def purge(settings: config.Settings, dry_run: bool) -> int:
 
 
 async def manage_keys(settings: config.Settings, args: argparse.Namespace) -> int:
-    keys = await Store.open(settings.db_file)
+    keys = await Store.open(settings.database)
     try:
         if args.keys_command == "create":
             budget = args.daily_budget_usd
@@ -322,6 +337,40 @@ async def manage_keys(settings: config.Settings, args: argparse.Namespace) -> in
     return 0
 
 
+async def reach_database(database: Path | str) -> None:
+    """Open (and migrate) the database once: ``DatabaseUnavailable`` says why it cannot be."""
+    store = await Store.open(database)
+    await store.close()
+
+
+def where(settings: config.Settings) -> str:
+    """The database for messages: its path, or its URL without the password."""
+    return redacted(settings.db_path) if settings.db_is_url else str(settings.db_file)
+
+
+async def copy_to_postgres(args: argparse.Namespace) -> int:
+    if not args.target.startswith(("postgresql://", "postgres://")):
+        print(f"error: --to must be a postgresql:// URL, not {redacted(args.target)!r}", file=sys.stderr)
+        return 2
+    try:
+        # Here, not above: it needs the postgres extra, which a SQLite-only install lacks.
+        from claude_server.store.copy import CopyRefused, copy_database
+    except ModuleNotFoundError as exc:
+        print(f"error: migrate needs {exc.name}: pip install 'claude-server[postgres]'", file=sys.stderr)
+        return 1
+    try:
+        counts = await copy_database(
+            Path(args.source), args.target, replace=args.replace, progress=lambda line: print(line, file=sys.stderr)
+        )
+    except (CopyRefused, DatabaseUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for c in counts:
+        print(json.dumps({"table": c.table, "sqlite": c.source, "postgres": c.target}))
+    print(f"copied {sum(c.target for c in counts)} rows in {len(counts)} tables; every count matches", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -329,13 +378,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = config.load(args)
     except config.ConfigError as exc:
         parser.error(str(exc))
-    if args.command == "keys":
+    if args.command == "migrate":
         logs.setup("WARNING", "text")
-        sys.exit(asyncio.run(manage_keys(settings, args)))
-    if args.command == "purge":
-        logs.setup("WARNING", "text")
-        if settings.session_retention_days <= 0:
-            print("retention is 0 (keep forever): nothing to purge", file=sys.stderr)
-            return
-        sys.exit(asyncio.run(purge(settings, args.dry_run)))
+        sys.exit(asyncio.run(copy_to_postgres(args)))
+    try:
+        if args.command == "keys":
+            logs.setup("WARNING", "text")
+            sys.exit(asyncio.run(manage_keys(settings, args)))
+        if args.command == "purge":
+            logs.setup("WARNING", "text")
+            if settings.session_retention_days <= 0:
+                print("retention is 0 (keep forever): nothing to purge", file=sys.stderr)
+                return
+            sys.exit(asyncio.run(purge(settings, args.dry_run)))
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     serve(settings)

@@ -135,7 +135,18 @@ class Settings:
 
     @property
     def db_file(self) -> Path:
+        """The SQLite file (meaningless when ``db_is_url``)."""
         return Path(self.db_path).resolve() if self.db_path else self.data_dir_path / "sessions.db"
+
+    @property
+    def db_is_url(self) -> bool:
+        """Whether the database is PostgreSQL (a ``postgresql://`` or ``postgres://`` URL)."""
+        return self.db_path.startswith(("postgresql://", "postgres://"))
+
+    @property
+    def database(self) -> Path | str:
+        """What the store opens: the URL as given, else the SQLite file."""
+        return self.db_path if self.db_is_url else self.db_file
 
     @property
     def claude_config_dir(self) -> Path:
@@ -162,7 +173,7 @@ def _help(opt: Option) -> str:
 # What --help shows as a flag's value, where the setting's name would say it less well.
 _METAVARS = {
     "data_dir": "DIR",
-    "db_path": "FILE",
+    "db_path": "FILE|URL",
     "workspace_root": "DIR",
     "config_dir": "DIR",
     "claude_bin": "PATH",

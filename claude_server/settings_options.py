@@ -68,7 +68,7 @@ OPTIONS: tuple[Option, ...] = (
         "CLAUDE_SERVER_DB",
         "",
         str,
-        "SQLite database file",
+        "SQLite database file, or a postgresql:// URL",
         "server",
         default_text="<data dir>/sessions.db",
     ),

@@ -3,6 +3,7 @@ against the fake Anthropic API (end-to-end tests)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -18,11 +19,14 @@ from aiohttp.test_utils import TestClient
 
 from claude_server.app import create_app
 from claude_server.config import Settings
+from claude_server.store import Store
 from tests.fake_anthropic import FakeAnthropic
+from tests.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_CLI = Path(__file__).resolve().parent / "fake_claude.py"
 FAKE_API_KEY = "sk-ant-fake-key"
+BACKENDS = ("sqlite", "postgres")
 
 
 def real_cli_path() -> Path:
@@ -41,12 +45,54 @@ def base_environ(home: Path) -> dict[str, str]:
     }
 
 
+# ---- the database: SQLite, and PostgreSQL for tests marked ``backends`` ---------------------
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test (or module) marked ``backends`` runs once per database; others on SQLite only."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backends"):
+        metafunc.parametrize("backend", BACKENDS)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where the test's store lives: a SQLite file, or a fresh PostgreSQL database's URL."""
+    if backend == "sqlite":
+        yield str(tmp_path / "sessions.db")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = asyncio.run(server.new_database())
+    yield url
+    asyncio.run(server.drop_database(url))
+
+
+@pytest.fixture
+async def store(database: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database: str) -> Settings:
     home = tmp_path / "home"
     home.mkdir()
     return Settings(
-        db_path=str(tmp_path / "sessions.db"),
+        db_path=database,
         workspace_root=str(tmp_path / "workspace"),
         claude_bin=str(FAKE_CLI),
         # The fake CLI, like the real one, is "not logged in" without credentials.

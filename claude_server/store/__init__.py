@@ -1,4 +1,5 @@
-"""The store: every SQL statement of the server, over one database with a single writer.
+"""The store: every SQL statement of the server, over one database (SQLite or PostgreSQL,
+see ``database.py``).
 
 ``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
 exchanges, CLI processes, background tasks and their webhook deliveries, providers); nothing outside
@@ -11,8 +12,9 @@ import time
 from pathlib import Path
 
 from claude_server.store.compat import CompatQueries
-from claude_server.store.database import Database
+from claude_server.store.database import Database, is_url, open_database
 from claude_server.store.deliveries import DeliveryQueries
+from claude_server.store.errors import Conflict, DatabaseUnavailable
 from claude_server.store.events import EventQueries
 from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
 from claude_server.store.processes import ProcessQueries
@@ -27,13 +29,15 @@ from claude_server.store.rows import (
     encode_cursor,
     now_iso,
 )
-from claude_server.store.sessions import ConversationTaken, SessionQueries, icontains
+from claude_server.store.sessions import ConversationTaken, SessionQueries
 from claude_server.store.tasks import TaskQueries, TaskRow
 from claude_server.store.turns import TurnQueries
 
 __all__ = [
+    "Conflict",
     "ConversationTaken",
     "Database",
+    "DatabaseUnavailable",
     "KeyExists",
     "KeyRow",
     "SessionRow",
@@ -45,6 +49,7 @@ __all__ = [
     "default_title",
     "encode_cursor",
     "hash_secret",
+    "is_url",
     "now_iso",
 ]
 
@@ -60,18 +65,16 @@ class Store(
     DeliveryQueries,
     ProviderQueries,
 ):
-    """Typed access to every table. ``await Store.open(path)``; ``await store.close()``."""
+    """Typed access to every table. ``await Store.open(path_or_url)``; ``await store.close()``."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pinged: tuple[float, bool] | None = None
 
     @classmethod
-    async def open(cls, path: Path | str) -> Store:
-        """Open the database (migrating it) and get the store ready."""
-        db = await Database.open(path)
-        await db.create_function("icontains", 2, icontains)
-        return cls(db)
+    async def open(cls, target: Path | str) -> Store:
+        """Open the database at a path or ``postgresql://`` URL (migrating it)."""
+        return cls(await open_database(target))
 
     async def close(self) -> None:
         await self.db.close()

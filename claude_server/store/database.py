@@ -1,37 +1,63 @@
-"""The SQLite database: one writer connection and one reader, WAL mode, and the migrations.
+"""The database the store runs its SQL on: SQLite (a file) or PostgreSQL (a URL), behind one
+interface.
 
-Every write goes through the writer, one at a time (datasette's single-writer discipline):
-a write never lands inside another coroutine's open transaction, and ``transaction()``
-holds the writer for its whole block. Reads go to the reader, which in WAL mode sees every
-committed write and never waits for a write in progress, so a large batch of events being
-written does not hold up ``/health`` or a session listing.
+``open_database(target)`` opens either: a ``postgresql://`` (or ``postgres://``) URL opens
+``PostgresDatabase`` (``store/postgres.py``), anything else is a path and opens
+``SqliteDatabase`` (``store/sqlite.py``). The query modules write their SQL once, with ``?``
+placeholders, and read rows by column name or position; what must differ between the two
+is asked of ``db.dialect`` (``store/dialect.py``). Writes go through ``execute`` or a
+``transaction()``; reads through ``fetchone``/``fetchall``/``fetchval``. A statement that
+breaks a unique constraint raises ``store.errors.Conflict`` on both.
 
-Migrations are the ``*.sql`` files of the ``migrations`` folder, applied in name order, each
-in one transaction together with its row in ``schema_migrations``. ``executescript``
-commits before it runs and ignores the isolation level, so the transaction is written into
-the script itself and rolled back by hand on failure.
+Migrations are the ``*.sql`` files of the ``migrations`` folder, applied in name order by
+one runner, each once and in one transaction with its row in ``schema_migrations``. The
+files are written for SQLite; a file of the same name in ``migrations/postgres/`` takes
+its place on PostgreSQL where the SQL must differ (column types: ``BIGINT`` for SQLite's
+64-bit ``INTEGER``, ``DOUBLE PRECISION`` for ``REAL``, ``BYTEA`` for ``BLOB``), so both
+databases record the same migration names and ``tests/test_store_backends.py`` checks that
+they end with the same tables and columns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
-import aiosqlite
+from claude_server.store.dialect import Dialect
+from claude_server.store.errors import DatabaseUnavailable
 
-log = logging.getLogger(__name__)
+URL_SCHEMES = ("postgresql://", "postgres://")
 
-Row = sqlite3.Row
 
-# After writes, the WAL is copied into the database this long later (so a flood's writes
-# are checkpointed in large steps, and a quiet server not at all).
-CHECKPOINT_INTERVAL_S = 0.5
+class Row(Protocol):
+    """A result row, by column name or position (``sqlite3.Row``, ``asyncpg.Record``)."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+    def __len__(self) -> int: ...
+
+
+def is_url(target: Path | str) -> bool:
+    return isinstance(target, str) and target.startswith(URL_SCHEMES)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url.split("://", 1)[0] + "://..."
+    if password is None:
+        return url
+    user, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
 
 
 def migrations_dir() -> Path:
@@ -42,165 +68,70 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "migrations"
 
 
-async def _connect(path: Path, *, reader: bool) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(str(path), isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    if not reader:
-        # Events are stored in chunks of up to a megabyte: with 4 KiB pages each chunk is a
-        # chain of 256 overflow pages, and writing a flood cost SQLite twice the CPU it
-        # does with 64 KiB pages (measured). Only a new database takes a page size.
-        await conn.execute("PRAGMA page_size=65536")
-        await conn.execute("PRAGMA journal_mode=WAL")
-    # NORMAL is durable across application crashes in WAL mode; only a power loss can lose
-    # the last transactions, and it never corrupts the database.
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    await conn.execute("PRAGMA foreign_keys=ON")
-    # The WAL file is truncated back to this size after a checkpoint, instead of staying as
-    # large as the largest burst of events ever made it.
-    await conn.execute("PRAGMA journal_size_limit=67108864")
-    await conn.execute("PRAGMA busy_timeout=5000")
-    if reader:
-        await conn.execute("PRAGMA query_only=ON")
-    return conn
-
-
-async def migrate(conn: aiosqlite.Connection, folder: Path | None = None) -> list[str]:
-    """Apply every migration not yet recorded; returns the names applied."""
+def migration_files(dialect: str, folder: Path | None = None) -> Iterator[tuple[str, Path]]:
+    """(name, file) of every migration in order, with the dialect's own file where it has one."""
     folder = folder or migrations_dir()
-    await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    async with conn.execute("SELECT name FROM schema_migrations") as cur:
-        done = {row["name"] for row in await cur.fetchall()}
-    applied = []
     for file in sorted(folder.glob("*.sql")):
-        if file.name in done:
-            continue
-        sql = file.read_text(encoding="utf-8")
-        name = file.name.replace("'", "''")
-        script = (
-            f"BEGIN;\n{sql}\n;\nINSERT INTO schema_migrations (name, applied_at) "
-            f"VALUES ('{name}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));\nCOMMIT;"
-        )
-        try:
-            await conn.executescript(script)
-        except Exception:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise
-        log.info("applied migration %s", file.name)
-        applied.append(file.name)
-    return applied
+        own = folder / dialect / file.name
+        yield file.name, own if own.is_file() else file
 
 
-class Transaction:
-    """Statements inside ``Database.transaction()``, on the writer."""
+class Transaction(Protocol):
+    """Statements inside ``Database.transaction()``, all on one connection."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._conn.execute(sql, params) as cur:
-            return cur.rowcount
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._conn.executemany(sql, rows)
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        async with self._conn.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return row
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
 
-class Database:
-    """The writer and the reader. Open with ``Database.open(path)``; ``close()`` when done."""
+class Database(Protocol):
+    """What the store needs of a database; ``close()`` it when done."""
 
-    def __init__(
-        self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection, checkpointer: aiosqlite.Connection
-    ) -> None:
-        self.path = path
-        self._writer = writer
-        self._reader = reader
-        self._checkpointer = checkpointer
-        self._write_lock = asyncio.Lock()
-        self._written = asyncio.Event()
-        self._checkpoints: asyncio.Task[None] | None = None
+    dialect: Dialect
 
-    @classmethod
-    async def open(cls, path: Path | str) -> Database:
-        """Open (creating the file and its folder) and bring the schema up to date."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, reader=False)
-        try:
-            await migrate(writer)
-            # The writer never checkpoints (copies the WAL into the database, and syncs it)
-            # itself: a checkpoint of a flood's 64 MB held the writer, and every follower
-            # waiting for its events, for about 100 ms. A connection of its own does it in
-            # the background, without blocking writes (PASSIVE).
-            await writer.execute("PRAGMA wal_autocheckpoint=0")
-            reader = await _connect(path, reader=True)
-            checkpointer = await _connect(path, reader=True)
-        except BaseException:
-            await writer.close()
-            raise
-        db = cls(path, writer, reader, checkpointer)
-        db._checkpoints = asyncio.create_task(db._checkpoint_after_writes(), name="checkpoints")
-        return db
+    # Where it is, for messages: a path, or a URL without its password.
+    @property
+    def where(self) -> str: ...
 
-    async def _checkpoint_after_writes(self) -> None:
-        while True:
-            await self._written.wait()
-            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
-            self._written.clear()
-            try:
-                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            except sqlite3.Error as exc:
-                log.warning("checkpoint of %s failed: %s", self.path, exc)
+    async def close(self) -> None: ...
 
-    async def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.cancel()
-            await asyncio.gather(self._checkpoints, return_exceptions=True)
-        async with self._write_lock:
-            for conn in (self._checkpointer, self._reader, self._writer):
-                await conn.close()
-
-    async def create_function(self, name: str, nargs: int, func: Any) -> None:
-        for conn in (self._writer, self._reader):
-            await conn.create_function(name, nargs, func, deterministic=True)
-
-    # ---- writes ------------------------------------------------------------------------
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement; returns how many rows it changed."""
-        self._written.set()
-        async with self._write_lock, self._writer.execute(sql, params) as cur:
-            return cur.rowcount
+        ...
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        self._written.set()
-        async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(self._writer)
-            except BaseException:
-                await self._writer.execute("ROLLBACK")
-                raise
-            await self._writer.execute("COMMIT")
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Transaction]: ...
 
-    # ---- reads -------------------------------------------------------------------------
-    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        async with self._reader.execute(sql, params) as cur:
-            row = await cur.fetchone()
-        return row
+    async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
 
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        async with self._reader.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
-    async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        row = await self.fetchone(sql, params)
-        return None if row is None else row[0]
+    async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+
+async def open_database(target: Path | str) -> Database:
+    """Open (and migrate) the database at a path or a ``postgresql://`` URL."""
+    if is_url(target):
+        try:
+            from claude_server.store.postgres import PostgresDatabase
+        except ModuleNotFoundError as exc:
+            raise DatabaseUnavailable(
+                f"a PostgreSQL database needs {exc.name}: pip install 'claude-server[postgres]'"
+            ) from None
+
+        return await PostgresDatabase.open(str(target))
+    from claude_server.store.sqlite import SqliteDatabase
+
+    return await SqliteDatabase.open(target)
+
+
+@contextlib.asynccontextmanager
+async def opened(target: Path | str) -> AsyncIterator[Database]:
+    db = await open_database(target)
+    try:
+        yield db
+    finally:
+        await db.close()

@@ -86,8 +86,9 @@ class DeliveryQueries:
             if not changed:
                 return False
             await tx.execute(
-                "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, at, status_code, error, duration_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error, duration_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO UPDATE SET at = excluded.at,"
+                " status_code = excluded.status_code, error = excluded.error, duration_ms = excluded.duration_ms",
                 (delivery_id, attempt, now, status_code, error, duration_ms),
             )
         return True

@@ -18,8 +18,10 @@ from claude_server.store.rows import StoredEvent
 CHUNK_BYTES = 1024 * 1024
 # Chunk rows read per query when paging through a log.
 READ_ROWS = 4
-INSERT_CHUNK = "INSERT OR IGNORE INTO events (turn_id, first_seq, last_seq, names, data) VALUES (?, ?, ?, ?, ?)"
-# SQLite integers are 64-bit: a seq beyond them is past any turn's end.
+INSERT_CHUNK = (
+    "INSERT INTO events (turn_id, first_seq, last_seq, names, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+# Seqs are 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT): a seq beyond them is past any turn's end.
 MAX_SEQ = 2**63 - 1
 
 ChunkRow = tuple[str, int, int, str | None, bytes]  # turn_id, first_seq, last_seq, names, data

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import sqlite3
 
 from claude_server.store.database import Database
+from claude_server.store.errors import Conflict
 from claude_server.store.rows import KEY_COLUMNS, KeyRow, now_iso
 
 SECRET_PREFIX = "csk_"
@@ -39,7 +39,7 @@ class KeyQueries:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (key_id, name, hash_secret(secret), int(admin), daily_budget_usd, now_iso()),
             )
-        except sqlite3.IntegrityError:
+        except Conflict:
             raise KeyExists(f"a key named {name!r} exists already") from None
         row = await self.get_key(key_id)
         assert row is not None

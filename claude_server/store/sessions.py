@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from claude_server.store.database import Database
+from claude_server.store.errors import Conflict
 from claude_server.store.rows import SESSION_COLUMNS, SessionRow, dumps, now_iso
 
 
 class ConversationTaken(Exception):
     """The conversation id is bound to another session already."""
-
-
-def icontains(haystack: str | None, needle: str) -> bool:
-    # SQLite's LIKE and lower() fold ASCII only; titles and prompts are any language.
-    return haystack is not None and needle.casefold() in haystack.casefold()
 
 
 class SessionQueries:
@@ -56,7 +51,7 @@ class SessionQueries:
                     owner,
                 ),
             )
-        except sqlite3.IntegrityError as exc:
+        except Conflict as exc:
             raise ConversationTaken(str(exc)) from exc
 
     async def get_session(self, session_id: str) -> SessionRow | None:
@@ -75,7 +70,7 @@ class SessionQueries:
             await self.db.execute(
                 "UPDATE sessions SET conversation_id = ? WHERE session_id = ?", (conversation_id, session_id)
             )
-        except sqlite3.IntegrityError as exc:
+        except Conflict as exc:
             raise ConversationTaken(str(exc)) from exc
 
     async def list_sessions(
@@ -102,7 +97,8 @@ class SessionQueries:
             where.append("(s.last_used_at < ? OR (s.last_used_at = ? AND s.session_id < ?))")
             params += [after[0], after[0], after[1]]
         if query:
-            where.append("(icontains(s.title, ?) OR icontains(s.first_prompt, ?))")
+            icontains = self.db.dialect.icontains
+            where.append(f"({icontains('s.title')} OR {icontains('s.first_prompt')})")
             params += [query, query]
         sql = f"SELECT {SESSION_COLUMNS} FROM sessions s"
         if where:

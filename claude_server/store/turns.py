@@ -173,6 +173,7 @@ class TurnQueries:
         """Finished turns summed per day, model or owner key (``group_by``), from their
         recorded results; ``owner`` limits to one key's turns unless ``all_owners``."""
         group = STAT_GROUPS[group_by]
+        tokens = self.db.dialect.json_int
         where = ["finished_at IS NOT NULL"]
         params: list[Any] = []
         if since is not None:
@@ -185,10 +186,12 @@ class TurnQueries:
             where.append("COALESCE(owner, '') = ?")
             params.append(owner or "")
         sql = (
-            f"SELECT {group} AS grp, count(*) AS turns, sum(status = 'succeeded') AS successes, "
-            "sum(status IN ('failed', 'interrupted')) AS failures, coalesce(sum(cost_usd), 0) AS cost_usd, "
-            "coalesce(sum(json_extract(usage, '$.input_tokens')), 0) AS input_tokens, "
-            "coalesce(sum(json_extract(usage, '$.output_tokens')), 0) AS output_tokens, "
+            f"SELECT {group} AS grp, count(*) AS turns, "
+            "sum(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END) AS successes, "
+            "sum(CASE WHEN status IN ('failed', 'interrupted') THEN 1 ELSE 0 END) AS failures, "
+            "coalesce(sum(cost_usd), 0) AS cost_usd, "
+            f"CAST(coalesce(sum({tokens('usage', 'input_tokens')}), 0) AS BIGINT) AS input_tokens, "
+            f"CAST(coalesce(sum({tokens('usage', 'output_tokens')}), 0) AS BIGINT) AS output_tokens, "
             "avg(duration_ms) AS mean_duration_ms "
             f"FROM turns WHERE {' AND '.join(where)} GROUP BY grp ORDER BY grp"
         )
