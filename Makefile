@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup run demo test lint bench clean
+.PHONY: setup postgresql run demo test lint bench clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed postgresql
 
 $(VENV)/.installed: pyproject.toml
 	python3 -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
@@ -18,6 +18,14 @@ $(VENV)/.installed: pyproject.toml
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# PostgreSQL's binaries, for the tests (which start a server of their own): Debian's package,
+# or any PostgreSQL 14+ whose bin directory CLAUDE_SERVER_TEST_PG_BIN names.
+postgresql:
+	@[ -n "$$CLAUDE_SERVER_TEST_PG_BIN" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q postgresql; \
+	  else echo "PostgreSQL is missing for the tests: sudo apt-get install postgresql," \
+	    "or set CLAUDE_SERVER_TEST_PG_BIN to a PostgreSQL bin directory" >&2; exit 1; fi; }
 
 # The data (sessions.db, workspace/) in the repository, which ignores both;
 # your own CLAUDE_SERVER_DATA_DIR (or --data-dir in ARGS) still wins.

@@ -49,8 +49,10 @@ def base_environ(home: Path) -> dict[str, str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test (or module) marked ``backends`` runs once per database; others on SQLite only."""
-    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backends"):
+    """A test (or module) marked ``backends`` runs once per database; others, and tests marked
+    ``sqlite`` (which read the file themselves), on SQLite only."""
+    marked = metafunc.definition.get_closest_marker
+    if "backend" in metafunc.fixturenames and marked("backends") and not marked("sqlite"):
         metafunc.parametrize("backend", BACKENDS)
 
 

@@ -34,6 +34,8 @@ from tests.helpers import (
     texts,
 )
 
+pytestmark = pytest.mark.backends
+
 # ---- the happy paths ----------------------------------------------------------------------
 
 
@@ -212,6 +214,7 @@ async def test_exit_without_result_without_stream_is_502(client: TestClient) -> 
     assert body["error"]["code"] == "cli_failed" and body["error"]["exit_code"] == 3
 
 
+@pytest.mark.sqlite
 async def test_death_before_init_leaves_no_session_and_no_workspace(client: TestClient, settings: Settings) -> None:
     _, events = await run_turn(client, {"prompt": "@die-before-init"})
     err = error_event(events)
@@ -305,6 +308,7 @@ async def test_a_disconnect_interrupts_the_turn_and_keeps_the_cli_warm(client: T
     assert await process_of(client, events[0].id.rsplit(":", 1)[0]) == process  # type: ignore[union-attr]
 
 
+@pytest.mark.sqlite
 async def test_session_resumes_after_a_disconnect(client: TestClient, settings: Settings) -> None:
     resp = await post(client, {"prompt": "@sleep=30"})
     init = await read_until(resp, lambda ev: ev.event is None)
@@ -527,6 +531,7 @@ async def test_cors(aiohttp_client, settings: Settings) -> None:  # type: ignore
     assert "X-Turn-Id" in resp.headers.get("Access-Control-Expose-Headers", "")
 
 
+@pytest.mark.sqlite
 async def test_migrations_are_applied_once(client: TestClient, settings: Settings) -> None:
     with sqlite3.connect(settings.db_path) as conn:
         names = [r[0] for r in conn.execute("SELECT name FROM schema_migrations")]

@@ -25,6 +25,8 @@ from tests.conftest import FAKE_CLI, RunningServer, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
 from tests.helpers import JSON, run_turn, session_of, wait_until
 
+pytestmark = pytest.mark.backends
+
 
 async def a_session(client: TestClient) -> str:
     _, events = await run_turn(client, {"prompt": "hi"})

@@ -87,7 +87,7 @@ def test_help_groups_the_settings_and_names_their_variables(
         # A flag's entry runs until the next flag or group title.
         entry = re.search(rf"^  {re.escape(opt.flag)} (.*?)(?=^  -|^\S|\Z)", text, re.M | re.S)
         assert entry is not None and f"env {opt.env}" in " ".join(entry.group(1).split()), opt.flag
-    assert "--db FILE" in text and "default: <data dir>/sessions.db" in text
+    assert "--db FILE|URL" in text and "default: <data dir>/sessions.db" in text
     assert "--health-auth [BOOL]" in text
 
 

@@ -32,6 +32,8 @@ from tests.helpers import (
     texts,
 )
 
+pytestmark = pytest.mark.backends
+
 
 async def new_session(client: TestClient, prompt: str = "hello", **extra: Any) -> str:
     _, events = await run_turn(client, {"prompt": prompt, **extra})
@@ -166,6 +168,7 @@ async def test_patch_and_delete_unknown_session_are_404(client: TestClient) -> N
     assert (await client.delete("/api/sessions/nope")).status == 404
 
 
+@pytest.mark.sqlite
 async def test_delete_removes_rows_workspace_and_transcripts(client: TestClient, settings: Settings) -> None:
     sid = await new_session(client)
     workspace = Path((await (await client.get(f"/api/sessions/{sid}")).json())["workspace_path"])
@@ -431,6 +434,7 @@ async def test_conversation_id_limits(client: TestClient) -> None:
 # ---- restart and retention ------------------------------------------------------------------
 
 
+@pytest.mark.sqlite
 async def test_restart_marks_running_turns_interrupted_and_kills_their_processes(
     aiohttp_client, settings: Settings
 ) -> None:  # type: ignore[no-untyped-def]
@@ -469,6 +473,7 @@ async def test_restart_marks_running_turns_interrupted_and_kills_their_processes
         leftover.wait()
 
 
+@pytest.mark.sqlite
 async def test_retention_purges_old_sessions_only(client: TestClient, settings: Settings) -> None:
     old = await new_session(client, "old one")
     fresh = await new_session(client, "fresh one")
@@ -494,6 +499,7 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.sqlite
 async def test_purge_command(client: TestClient, settings: Settings) -> None:
     old = await new_session(client, "old one")
     fresh = await new_session(client, "fresh one")

@@ -16,6 +16,8 @@ from claude_server.config import Settings
 from tests.helpers import JSON, data_events, parse_sse, post, run_turn, session_of, texts
 from tests.test_security import OPERATOR, bearer, create_key
 
+pytestmark = pytest.mark.backends
+
 FINAL = ("succeeded", "failed", "cancelled", "interrupted")
 
 
