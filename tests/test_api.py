@@ -158,6 +158,7 @@ async def test_options_reach_the_cli(client: TestClient) -> None:
         assert flag in argv
 
 
+@pytest.mark.sqlite  # the CLI's process, not the store
 async def test_the_cli_sees_only_allowed_environment(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     environ = {**settings.environ, "CLAUDE_SERVER_API_KEYS": "secret", "CLAUDECODE": "1", "OTHER_SECRET": "x"}
     client = await aiohttp_client(create_app(replace(settings, environ=environ)))
@@ -167,6 +168,7 @@ async def test_the_cli_sees_only_allowed_environment(aiohttp_client, settings: S
     assert {"PATH", "HOME", "CLAUDE_SERVER_PROCESS_ID"} <= env_names
 
 
+@pytest.mark.sqlite  # the CLI's process, not the store
 async def test_huge_lines_arrive_intact(client: TestClient) -> None:
     size = 8 * 1024 * 1024
     _, events = await run_turn(client, {"prompt": f"@huge={size}"})
@@ -179,6 +181,7 @@ async def test_non_json_lines_and_stderr_noise_are_not_sent(client: TestClient) 
     assert all("not json" not in ev.data for ev in events)
 
 
+@pytest.mark.sqlite  # the CLI's process, not the store
 async def test_ping_after_silence(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sse, "PING_INTERVAL_S", 0.2)
     resp = await post(client, {"prompt": "@sleep=1"})
@@ -234,12 +237,14 @@ async def test_skip_permissions_as_root_says_how_to_fix_it(client: TestClient) -
     assert "root/sudo" in err["stderr_tail"]
 
 
+@pytest.mark.sqlite  # the CLI's process, not the store
 async def test_inactivity_timeout(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     client = await aiohttp_client(create_app(replace(settings, inactivity_timeout_s=0.5)))
     _, events = await run_turn(client, {"prompt": "@sleep=30"})
     assert error_event(events)["code"] == "inactivity_timeout"
 
 
+@pytest.mark.sqlite  # the CLI's process, not the store
 async def test_turn_timeout(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     client = await aiohttp_client(create_app(replace(settings, turn_timeout_s=1.0)))
     _, events = await run_turn(client, {"prompt": "@lines=50 @slow=0.1"})
@@ -247,6 +252,7 @@ async def test_turn_timeout(aiohttp_client, settings: Settings) -> None:  # type
     assert 3 <= len(texts(events)) < 50
 
 
+@pytest.mark.sqlite  # the CLI's process, not the store
 async def test_timeout_without_stream_is_504(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
     client = await aiohttp_client(create_app(replace(settings, inactivity_timeout_s=0.5)))
     resp = await post(client, {"prompt": "@sleep=30", "stream": False})
@@ -254,6 +260,7 @@ async def test_timeout_without_stream_is_504(aiohttp_client, settings: Settings)
     assert (await resp.json())["error"]["code"] == "inactivity_timeout"
 
 
+@pytest.mark.sqlite  # the CLI's process, not the store
 async def test_a_cli_that_never_exits_after_its_result_is_ended(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,8 +25,6 @@ from tests.conftest import FAKE_CLI, RunningServer, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
 from tests.helpers import JSON, run_turn, session_of, wait_until
 
-pytestmark = pytest.mark.backends
-
 
 async def a_session(client: TestClient) -> str:
     _, events = await run_turn(client, {"prompt": "hi"})
@@ -230,6 +228,7 @@ def turns(body: Any) -> int:
     return int(body["total"]["turns"])
 
 
+@pytest.mark.backends
 async def test_stats_at_the_ends_of_the_calendar(client: TestClient) -> None:
     await run_turn(client, {"prompt": "counted"})
     everything = [
@@ -322,6 +321,7 @@ BAD_CURSORS = [
 ]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("bad", BAD_CURSORS)
 async def test_a_cursor_the_server_did_not_give_is_400_on_every_list(client: TestClient, bad: str) -> None:
     sid = await a_session(client)
@@ -346,6 +346,7 @@ async def test_a_limit_out_of_range_is_400_on_every_list(client: TestClient, lim
 HUGE_SEQS = [str(2**63 - 1), str(2**63), str(2**64), "9" * 30]
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("seq", HUGE_SEQS)
 async def test_a_seq_past_any_turn_replays_nothing_of_a_finished_turn(client: TestClient, seq: str) -> None:
     resp, _ = await run_turn(client, {"prompt": "hi"})

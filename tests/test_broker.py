@@ -29,8 +29,6 @@ from claude_server.workspaces import Workspaces
 from tests.conftest import FAKE_API_KEY, FAKE_CLI, base_environ
 from tests.helpers import eventually, pid_alive
 
-pytestmark = pytest.mark.backends
-
 
 @dataclass
 class Rig:

@@ -31,8 +31,6 @@ from claude_server.outcome import TurnError
 from claude_server.store import Store
 from claude_server.turn import Event
 
-pytestmark = pytest.mark.backends
-
 # ---- models ----------------------------------------------------------------------------------
 
 

@@ -22,8 +22,6 @@ from claude_server.provider_file import (
 )
 from claude_server.providers import NoProvider, Providers
 
-pytestmark = pytest.mark.backends
-
 SECRET = "sk-ant-DISTINCTIVE-secret-9f3c"
 TOKEN = "tok-ANOTHER-distinctive-7e21"
 

@@ -151,6 +151,17 @@ async def test_deliveries_of_one_moment_keep_their_order(store: Store) -> None:
     assert [(t["attempt"], t["status_code"]) for t in tries] == [(1, 200)]
 
 
+async def test_text_with_nul_is_stored(store: Store) -> None:
+    """PostgreSQL's text has no NUL: it is stored as U+FFFD there, as it is on SQLite."""
+    await new_session(store, "a", "x\x00y")
+    await store.update_session("a", {"title": "t\x00", "metadata": {"k": "\x00"}})
+    row = await store.get_session("a")
+    assert row is not None and row.metadata == {"k": "\x00"}
+    nul = "\x00" if store.db.dialect.name == "sqlite" else "\ufffd"
+    assert (row.first_prompt, row.title) == (f"x{nul}y", f"t{nul}")
+    assert await found(store, "x\x00") == {"a"}
+
+
 async def test_ping(store: Store) -> None:
     assert await store.ping() is True
 

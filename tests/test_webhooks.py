@@ -23,8 +23,6 @@ from claude_server.deliveries import Deliverer
 from claude_server.store import Store
 from claude_server.webhooks import AddressNotPublic, PublicResolver, WebhookRefused, check_url, sign
 
-pytestmark = pytest.mark.backends
-
 Handler = Callable[[int, web.Request], Awaitable[web.StreamResponse]]
 
 

@@ -2,7 +2,8 @@
 
 Both databases are first brought to the current schema (the SQLite file as the server would
 on start, PostgreSQL from empty), so they have the same tables and columns. Every table but
-``schema_migrations`` is copied in batches (keyset pages by SQLite's rowid, written with
+``schema_migrations`` is copied, referenced tables before the tables whose foreign keys
+point to them, in batches (keyset pages by SQLite's rowid, written with
 PostgreSQL's ``COPY``), all in one transaction: a copy that fails leaves the target as it was.
 The row count of every table is compared before the commit; a difference rolls it back.
 
@@ -20,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from claude_server.store.errors import DatabaseUnavailable
+import asyncpg
+
+from claude_server.store.errors import Conflict, DatabaseUnavailable
 from claude_server.store.postgres import PostgresDatabase, PostgresTransaction
 from claude_server.store.sqlite import SqliteDatabase
 
@@ -61,6 +64,27 @@ async def postgres_tables(tx: PostgresTransaction) -> dict[str, list[str]]:
     for r in rows:
         tables.setdefault(r["table_name"], []).append(r["column_name"])
     return tables
+
+
+async def referenced_first(tx: PostgresTransaction, tables: list[str]) -> list[str]:
+    """``tables`` in an order where every table comes after the tables its foreign keys
+    reference (so each row's references exist when it is copied)."""
+    needs: dict[str, set[str]] = {t: set() for t in tables}
+    for r in await tx.fetchall(
+        "SELECT conrelid::regclass::text AS child, confrelid::regclass::text AS parent FROM pg_constraint "
+        "WHERE contype = 'f'"
+    ):
+        if r["child"] in needs and r["parent"] != r["child"]:
+            needs[r["child"]].add(r["parent"])
+    order: list[str] = []
+    while needs:
+        ready = sorted(t for t, parents in needs.items() if not parents - set(order))
+        if not ready:
+            raise CopyRefused(f"foreign keys form a cycle among {', '.join(sorted(needs))}")
+        order += ready
+        for t in ready:
+            del needs[t]
+    return order
 
 
 def _plan(source: dict[str, list[str]], target: dict[str, list[str]]) -> dict[str, list[str]]:
@@ -139,8 +163,12 @@ async def _copy(
         if full:
             await tx.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in plan))
         targets = await postgres_tables(tx)
-        for table, exprs in plan.items():
-            copied = await _copy_table(source, tx, table, exprs, targets[table])
+        for table in await referenced_first(tx, list(plan)):
+            try:
+                copied = await _copy_table(source, tx, table, plan[table], targets[table])
+            except (Conflict, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                reason = " ".join(str(exc).split())
+                raise CopyRefused(f"copying {table} failed, nothing was copied: {reason}") from exc
             progress(f"{table}: {copied} rows copied")
         if "rowid" in targets.get("deliveries", []):
             await tx.execute(

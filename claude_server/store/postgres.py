@@ -7,6 +7,10 @@ in one transaction. Statements are written with ``?`` placeholders, rewritten to
 once per statement text (``dialect.numbered_placeholders``), and asyncpg prepares and caches
 each statement per connection.
 
+PostgreSQL's text cannot hold the NUL character, which SQLite's can: a U+0000 in a text
+parameter is stored as U+FFFD (the replacement character) instead of failing the write.
+Events are bytes (``bytea``) and keep every byte.
+
 Migrations take an advisory lock first, so two servers starting on one database at once
 apply each migration once. A statement that breaks a constraint raises ``Conflict``.
 """
@@ -45,6 +49,13 @@ def _rowcount(status: str) -> int:
     """How many rows a command changed, from its status ("UPDATE 3", "INSERT 0 1")."""
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
+
+
+def storable(params: Sequence[Any]) -> Sequence[Any]:
+    """The parameters with U+0000 in text replaced (PostgreSQL's text has no NUL)."""
+    if not any(isinstance(p, str) and "\x00" in p for p in params):
+        return params
+    return [p.replace("\x00", "\ufffd") if isinstance(p, str) else p for p in params]
 
 
 @contextlib.contextmanager
@@ -87,23 +98,24 @@ class PostgresTransaction:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with _conflicts():
-            return _rowcount(await self._conn.execute(self._dialect.placeholders(sql), *params))
+            return _rowcount(await self._conn.execute(self._dialect.placeholders(sql), *storable(params)))
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with _conflicts():
-            await self._conn.executemany(self._dialect.placeholders(sql), rows)
+            await self._conn.executemany(self._dialect.placeholders(sql), [storable(r) for r in rows])
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self._conn.fetchrow(self._dialect.placeholders(sql), *params)
+        row: Row | None = await self._conn.fetchrow(self._dialect.placeholders(sql), *storable(params))
         return row
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await self._conn.fetch(self._dialect.placeholders(sql), *params))
+        return list(await self._conn.fetch(self._dialect.placeholders(sql), *storable(params)))
 
     async def copy_rows(self, table: str, columns: Sequence[str], records: Sequence[tuple[Any, ...]]) -> None:
         """Rows into ``table`` with ``COPY`` (many times faster than inserts)."""
         with _conflicts():
-            await self._conn.copy_records_to_table(table, columns=list(columns), records=records)
+            rows = [tuple(storable(r)) for r in records]
+            await self._conn.copy_records_to_table(table, columns=list(columns), records=rows)
 
 
 class PostgresDatabase:
@@ -139,7 +151,7 @@ class PostgresDatabase:
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with _conflicts():
-            return _rowcount(await self._pool.execute(self.dialect.placeholders(sql), *params))
+            return _rowcount(await self._pool.execute(self.dialect.placeholders(sql), *storable(params)))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTransaction]:
@@ -147,14 +159,14 @@ class PostgresDatabase:
             yield PostgresTransaction(conn, self.dialect)
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = await self._pool.fetchrow(self.dialect.placeholders(sql), *params)
+        row: Row | None = await self._pool.fetchrow(self.dialect.placeholders(sql), *storable(params))
         return row
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return list(await self._pool.fetch(self.dialect.placeholders(sql), *params))
+        return list(await self._pool.fetch(self.dialect.placeholders(sql), *storable(params)))
 
     async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return await self._pool.fetchval(self.dialect.placeholders(sql), *params)
+        return await self._pool.fetchval(self.dialect.placeholders(sql), *storable(params))
 
 
 _SCHEME = re.compile(r"^postgres(ql)?://")
