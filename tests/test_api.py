@@ -359,6 +359,7 @@ async def test_shutdown_ends_running_turns(client: TestClient) -> None:
 # ---- errors before any stream ---------------------------------------------------------------
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize(
     ("body", "field", "words"),
     [
@@ -404,6 +405,7 @@ async def test_bad_fields_are_400_naming_the_field(
     assert not Path(settings.workspace_root).exists() or list(Path(settings.workspace_root).iterdir()) == []
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize(
     ("data", "headers", "status", "code"),
     [
@@ -504,6 +506,7 @@ async def test_not_logged_in_fails_the_turn_with_a_code(aiohttp_client, settings
     assert body["error"]["code"] == "not_logged_in" and body["error"]["result"]["is_error"] is True
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize(
     ("status", "code", "http"),
     [

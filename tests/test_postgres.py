@@ -13,13 +13,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 
 from claude_server.store import DatabaseUnavailable, Store
 from claude_server.store.database import redacted
 from claude_server.store.tasks import TaskRow
-from tests.conftest import base_environ
+from tests.conftest import FAKE_CLI, base_environ, start_server, stop_server
+from tests.fake_anthropic import FakeAnthropic
 from tests.postgres_server import PostgresServer
 
 
@@ -237,3 +239,25 @@ async def test_both_schemas_have_the_same_tables_and_columns(tmp_path: Path, pos
     assert pg == lite
     applied = sorted(r[0] for r in (await postgres_rows(url))["schema_migrations"][1])
     assert applied == sorted(p.name for p in (Path(__file__).parent.parent / "migrations").glob("*.sql"))
+
+
+async def test_the_server_and_its_commands_run_on_postgres(
+    tmp_path: Path, postgres_server: PostgresServer, fake_api: FakeAnthropic
+) -> None:
+    url = await postgres_server.new_database()
+    created = await asyncio.to_thread(run_cli, tmp_path, "keys", "create", "--name", "ops", "--admin", "--db", url)
+    assert created.returncode == 0, created.stderr
+    auth = {"Authorization": f"Bearer {json.loads(created.stdout)['secret']}"}
+    server = await asyncio.to_thread(start_server, tmp_path, fake_api, FAKE_CLI, {"CLAUDE_SERVER_DB": url})
+    try:
+        async with aiohttp.ClientSession() as http:
+            r = await http.post(f"{server.url}/api/claude", json={"prompt": "hi", "stream": False}, headers=auth)
+            assert r.status == 200, await r.text()
+            sid = (await r.json())["session_id"]
+            r = await http.get(f"{server.url}/api/sessions/{sid}", headers=auth)
+            assert r.status == 200 and (await r.json())["turn_count"] == 1
+        assert f"database {url}, workspaces in" in server.log_text()
+    finally:
+        await asyncio.to_thread(stop_server, server)
+    listed = await asyncio.to_thread(run_cli, tmp_path, "keys", "list", "--db", url)
+    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["ops"]

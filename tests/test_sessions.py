@@ -97,6 +97,7 @@ async def test_list_filter_is_case_insensitive_and_kept_by_the_cursor(client: Te
     assert [s["session_id"] for s in found["sessions"]] == [sid]
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize(
     "query",
     ["limit=0", "limit=501", "limit=abc", "cursor=not-a-cursor", "q=" + "x" * 1001],
@@ -145,6 +146,7 @@ async def test_patch_title_and_metadata_independently(client: TestClient) -> Non
     assert got["metadata"] == {"only": True}
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -260,6 +262,7 @@ async def test_replay_keeps_the_error_event(client: TestClient) -> None:
     assert [(e.id, e.event, e.data) for e in replay] == [(e.id, e.event, e.data) for e in events]
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize(
     "headers",
     [{"Last-Event-ID": "other-turn:3"}, {"Last-Event-ID": "abc"}, {"Last-Event-ID": "-1"}],
@@ -419,6 +422,7 @@ async def test_a_workspace_name_taken_by_a_file_is_409(aiohttp_client, settings:
     assert ok.status == 200
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", "x" * 65, "session-1234", "a b"])
 async def test_bad_workspace_names(client: TestClient, name: str) -> None:
     r = await post(client, {"prompt": "x", "workspace": name})

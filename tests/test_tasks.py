@@ -94,6 +94,7 @@ async def test_a_task_on_a_session_resumes_it_and_failures_are_recorded(client: 
     assert failed["status"] == "failed" and failed["error"]["code"] == "api_error", failed
 
 
+@pytest.mark.sqlite  # validation before the store
 @pytest.mark.parametrize(
     ("body", "field"),
     [

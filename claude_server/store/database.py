@@ -14,7 +14,7 @@ one runner, each once and in one transaction with its row in ``schema_migrations
 files are written for SQLite; a file of the same name in ``migrations/postgres/`` takes
 its place on PostgreSQL where the SQL must differ (column types: ``BIGINT`` for SQLite's
 64-bit ``INTEGER``, ``DOUBLE PRECISION`` for ``REAL``, ``BYTEA`` for ``BLOB``), so both
-databases record the same migration names and ``tests/test_store_backends.py`` checks that
+databases record the same migration names and ``tests/test_postgres.py`` checks that
 they end with the same tables and columns.
 """
 
