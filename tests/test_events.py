@@ -8,8 +8,6 @@ import pytest
 
 from claude_server.claude import events
 
-pytestmark = pytest.mark.backends
-
 RECORDED = Path(__file__).resolve().parent / "data" / "stream-json"
 
 

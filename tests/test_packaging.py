@@ -20,8 +20,9 @@ def test_the_wheel_ships_the_migrations(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     (wheel,) = tmp_path.glob("claude_server-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("claude_server/migrations/"))
-    assert shipped == sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
+    shipped = sorted(n.removeprefix("claude_server/") for n in names if n.startswith("claude_server/migrations/"))
+    assert shipped == sorted(str(p.relative_to(ROOT)) for p in (ROOT / "migrations").rglob("*.sql"))
+    assert any(n.startswith("migrations/postgres/") for n in shipped)
     assert "claude_server/routes/native.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "claude-server = claude_server.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
