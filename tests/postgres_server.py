@@ -52,7 +52,12 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="claude-server-pg-"))
         self.data = self.dir / "data"
         self.port = _free_port()
-        self._user = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+        self._user = None
+        if os.geteuid() == 0:
+            try:
+                self._user = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("PostgreSQL refuses to run as root and there is no postgres user: run `make setup`")
         if self._user is not None:
             os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
 

@@ -261,3 +261,17 @@ async def test_the_server_and_its_commands_run_on_postgres(
         await asyncio.to_thread(stop_server, server)
     listed = await asyncio.to_thread(run_cli, tmp_path, "keys", "list", "--db", url)
     assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["ops"]
+
+
+async def test_a_database_that_is_not_utf8_is_refused(postgres_server: PostgresServer) -> None:
+    conn = await asyncpg.connect(postgres_server.url())
+    try:
+        await conn.execute(
+            "CREATE DATABASE ascii_only ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
+        )
+    finally:
+        await conn.close()
+    url = postgres_server.url("ascii_only")
+    with pytest.raises(DatabaseUnavailable, match="is encoded in SQL_ASCII; the server needs a UTF8 database"):
+        await Store.open(url)
+    await postgres_server.drop_database(url)

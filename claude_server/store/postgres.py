@@ -132,6 +132,12 @@ class PostgresDatabase:
         pool = await connect_pool(url)
         try:
             async with pool.acquire() as conn:
+                encoding = await conn.fetchval("SHOW server_encoding")
+                if encoding != "UTF8":
+                    raise DatabaseUnavailable(
+                        f"{redacted(url)} is encoded in {encoding}; the server needs a UTF8 database "
+                        "(CREATE DATABASE ... ENCODING 'UTF8')"
+                    )
                 await migrate(conn, migrations)
                 version = int(await conn.fetchval("SHOW server_version_num"))
         except asyncpg.PostgresError as exc:
