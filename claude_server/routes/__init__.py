@@ -10,12 +10,14 @@ from claude_server.routes import (
     config_files,
     files,
     health,
+    keys,
     native,
     prompts,
     providers,
     sessions,
     tasks,
     turns,
+    webapp,
 )
 
 
@@ -30,10 +32,12 @@ def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
         prompts,
         tasks,
         providers,
+        keys,
         files,
         config_files,
         compat_openai,
         compat_anthropic,
+        webapp,
     ):
         routes.extend(app.router.add_routes(module.routes))
     return routes
