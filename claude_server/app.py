@@ -44,6 +44,7 @@ from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store
 from claude_server.tasks import Tasks, TaskSettings
+from claude_server.web.serving import site
 from claude_server.workspace_files import FilePool
 from claude_server.workspaces import Workspaces
 
@@ -179,6 +180,8 @@ def create_app(settings: Settings) -> web.Application:
         app[PROVIDERS] = providers
         app[METRICS].watch_providers(providers.public)
     app[RELOADER] = Reloader(settings, providers)
+    # The web app's files, read, hashed and compressed now: a page naming a missing file stops the start.
+    site()
     app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(quiet_log.bad_request_log_ctx)
     app.cleanup_ctx.append(store_ctx)

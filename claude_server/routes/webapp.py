@@ -1,0 +1,36 @@
+"""The web app at /, the API docs at /docs, and their assets under /assets/ (no key needed:
+the page asks for one; see middleware.PUBLIC_PATHS)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from claude_server.errors import NotFound
+from claude_server.web.pages import PAGE_HEADERS
+from claude_server.web.serving import asset_reply, site
+
+routes = web.RouteTableDef()
+
+
+def _page(name: str) -> web.Response:
+    return web.Response(body=site().html[name], content_type="text/html", charset="utf-8", headers=PAGE_HEADERS)
+
+
+@routes.get("/")
+async def index(_request: web.Request) -> web.Response:
+    return _page("index")
+
+
+@routes.get("/docs")
+async def docs(_request: web.Request) -> web.Response:
+    return _page("docs")
+
+
+@routes.get("/assets/{tail:.+}")
+async def asset(request: web.Request) -> web.Response:
+    tail = request.match_info["tail"]
+    found = site().assets.find(tail)
+    if found is None:
+        raise NotFound(f"No asset {tail} (the page that named it may be older than the server)", code="asset_not_found")
+    reply = asset_reply(found, request.headers.get("Accept-Encoding", ""), request.headers.get("If-None-Match", ""))
+    return web.Response(status=reply.status, body=reply.body or None, headers=reply.headers)
