@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup run demo test lint bench clean
+.PHONY: setup chromium run demo test lint bench clean
 
-setup: $(VENV)/.installed node_modules/.installed
+setup: $(VENV)/.installed node_modules/.installed chromium
 
 $(VENV)/.installed: pyproject.toml
 	python3 -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
@@ -18,6 +18,18 @@ $(VENV)/.installed: pyproject.toml
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The browser the web app's end-to-end tests drive: Debian's chromium (Playwright is told
+# where it is and never downloads one of its own).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing chromium for the web app's browser tests"; \
+	    apt-get update && apt-get install -y chromium; \
+	  else \
+	    echo "The web app's browser tests need /usr/bin/chromium: run 'sudo apt-get install chromium' (not root here)"; \
+	  fi; \
+	fi
 
 # The data (sessions.db, workspace/) in the repository, which ignores both;
 # your own CLAUDE_SERVER_DATA_DIR (or --data-dir in ARGS) still wins.
