@@ -311,6 +311,54 @@ def test_upload_and_download_files(watched: Watched, keyed_server: RunningServer
     assert got.value.suggested_filename == "workspace.tar.gz"
     assert Path(got.value.path()).read_bytes()[:2] == b"\x1f\x8b"
     assert page.evaluate("() => window.__pwned") is None
+    # Dropped on the chat while a turn runs.
+    send(page, "[[slow: 2]] still talking while a file arrives")
+    expect(page.locator("#stop")).to_be_visible()
+    page.evaluate(
+        """() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File(["dropped bytes"], "dropped.txt", { type: "text/plain" }));
+        const target = document.getElementById("transcript");
+        target.dispatchEvent(new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        target.dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }"""
+    )
+    expect(page.locator("#files-list li[data-name='dropped.txt']")).to_be_visible(timeout=WAIT_MS)
+    assert page.locator("#stop").is_visible()  # the turn was still running
+    assert fetch(f"{keyed_server.url}/api/sessions/{session_id}/files/dropped.txt")[1] == b"dropped bytes"
+
+
+def test_a_new_session_takes_its_options_and_a_resumed_one_keeps_them(
+    watched: Watched, keyed_server: RunningServer
+) -> None:
+    page = sign_in(watched, keyed_server)
+    page.click("#options summary")
+    page.fill("#opt-model", "sonnet")
+    page.select_option("#opt-permission", "acceptEdits")
+    page.fill("#opt-tools", "Read, Bash(git log:*)")
+    page.fill("#opt-workspace", "browser-ws")
+    page.select_option("#opt-agent", "Explore")
+    send(page, "with options")
+    expect(page.locator(".turn-meta").last).not_to_be_empty(timeout=WAIT_MS)
+    session_id = session_id_of(page)
+    detail = api(keyed_server, f"/api/sessions/{session_id}")
+    assert detail["workspace"] == "browser-ws"
+    (turn,) = api(keyed_server, f"/api/sessions/{session_id}/messages")["turns"]
+    options = api(keyed_server, f"/api/turns/{turn['turn_id']}")["options"]
+    assert options["model"] == "sonnet"
+    assert options["permission_mode"] == "acceptEdits"
+    assert options["allowed_tools"] == ["Read", "Bash(git log:*)"]
+    assert options["agent"] == "Explore"
+    # Opened again, the session's next turn asks for the same (the agent and workspace stay its own).
+    page.reload()
+    page.click("#options summary")
+    expect(page.locator("#opt-permission")).to_have_value("acceptEdits")
+    expect(page.locator("#opt-tools")).to_have_value("Read, Bash(git log:*)")
+    expect(page.locator("#opt-agent")).to_be_disabled()
+    send(page, "second turn")
+    expect(page.locator("#transcript [data-role=text]").last).to_have_text("Echo(3): second turn", timeout=WAIT_MS)
+    second = api(keyed_server, f"/api/sessions/{session_id}/messages")["turns"][-1]
+    assert api(keyed_server, f"/api/turns/{second['turn_id']}")["options"]["permission_mode"] == "acceptEdits"
 
 
 def test_html_in_an_answer_is_shown_as_text_and_runs_nothing(watched: Watched, keyed_server: RunningServer) -> None:

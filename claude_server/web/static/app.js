@@ -81,7 +81,10 @@ async function route() {
     showSessionControls(true);
     files.setSession(sessionId);
     let turnOptions = {};
-    if (opened.lastTurnId) turnOptions = (await getJson(`/api/turns/${encodeURIComponent(opened.lastTurnId)}`)).options || {};
+    if (opened.lastTurnId) {
+      const turn = await getJson(`/api/turns/${encodeURIComponent(opened.lastTurnId)}`);
+      turnOptions = Options.fromTurn(turn.options || {});
+    }
     options.setMode(false, turnOptions);
   } catch (e) {
     banner(e instanceof ApiError ? sentence(e.code, e.message) : String(e));

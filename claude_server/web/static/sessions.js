@@ -87,6 +87,13 @@ export class Options {
     }
   }
 
+  // A recorded turn's options (GET /api/turns/{id}) as the form holds them: MCP servers are
+  // recorded as their config files, mcp-servers/<name>.json.
+  static fromTurn(opts) {
+    const mcp = (opts.mcp_config || []).map((p) => p.split("/").pop().replace(/\.json$/, ""));
+    return { ...opts, mcp_servers: mcp };
+  }
+
   // forNew: whether the fields only a new session takes (workspace, agent) are open.
   setMode(forNew, turnOptions = {}) {
     $("opt-workspace").disabled = !forNew;
