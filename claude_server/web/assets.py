@@ -27,6 +27,8 @@ GZIP_MIN_BYTES = 512
 GZIP_LEVEL = 9
 # A relative import in one of the app's own modules: `from "./x.js"`, `import "./x.js"`, `import("./x.js")`.
 IMPORT_RE = re.compile(r"""(\bfrom\s*|\bimport\s*\(?\s*)(["'])(\.{1,2}/[^"'\s]+)\2""")
+# The same import once rewritten: `from "/assets/x.3f2a9c1b0d.js"`.
+HASHED_IMPORT_RE = re.compile(r"""(\bfrom\s*|\bimport\s*\(?\s*)(["'])(/assets/[^"'\s]+)\2""")
 TYPES = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
@@ -109,7 +111,7 @@ class Assets:
             asset = self.by_name[current]
             seen[current] = asset
             if _is_own_module(current):
-                for match in IMPORT_RE.finditer(asset.body.decode()):
+                for match in HASHED_IMPORT_RE.finditer(asset.body.decode()):
                     found = self.find(match.group(3).removeprefix(URL_PREFIX))
                     if found is not None:
                         todo.append(found.name)
