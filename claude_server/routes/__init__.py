@@ -8,6 +8,7 @@ from claude_server.routes import (
     compat_anthropic,
     compat_openai,
     config_files,
+    docs,
     files,
     health,
     native,
@@ -34,6 +35,7 @@ def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
         config_files,
         compat_openai,
         compat_anthropic,
+        docs,
     ):
         routes.extend(app.router.add_routes(module.routes))
     return routes
