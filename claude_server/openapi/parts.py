@@ -63,7 +63,7 @@ PATH_PARAMETERS = {
     "provider_id": "A provider's id from the providers file",
     "name": "A name matching `^[a-z0-9][a-z0-9_-]{0,63}$`",
     "path": "A relative path; it may hold `/`",
-    "model": "A model's id or alias (`sonnet`, `opus`, a full name)",
+    "model": "A model id of GET /v1/models (`claude-code`, `claude-code-opus`, ...)",
     "filename": "A file's name; it may hold `/`",
 }
 

@@ -131,7 +131,7 @@ class MessageRenderer:
         "options are accepted and ignored; client-defined tools are refused."
     ),
     request=MessagesRequest,
-    request_example={"model": "sonnet", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello"}]},
+    request_example={"model": "claude-code", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello"}]},
     headers=(
         Param("X-Claude-Session-Id", "Resume this session"),
         Param("X-Conversation-Id", "Your own key for the conversation: binds a session, resumes it later"),

@@ -192,7 +192,7 @@ async def get_model(request: web.Request) -> web.Response:
         "new ones). Sampling options are accepted and ignored; client-defined tools are refused."
     ),
     request=ChatCompletionRequest,
-    request_example={"model": "sonnet", "messages": [{"role": "user", "content": "Hello"}], "stream": True},
+    request_example={"model": "claude-code", "messages": [{"role": "user", "content": "Hello"}], "stream": True},
     headers=(
         Param("X-Claude-Session-Id", "Resume this session"),
         Param("X-Conversation-Id", "Your own key for the conversation: binds a session, resumes it later"),
