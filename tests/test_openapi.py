@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 from openapi_spec_validator import validate
 
 from claude_server.app import create_app
+from claude_server.appkeys import OPENAPI
 from claude_server.config import Settings
 from claude_server.openapi import Empty, doc
 from claude_server.openapi.build import IMPLICIT_METHODS, DocumentError, build_document
@@ -213,16 +214,36 @@ async def test_it_needs_no_key_when_keys_are_configured(aiohttp_client, settings
 
 
 async def test_it_is_built_once_and_revalidates_with_its_etag(client: TestClient) -> None:
-    first, second = await client.get("/openapi.json"), await client.get("/openapi.json")
-    assert await first.read() == await second.read()
+    plain = {"Accept-Encoding": "identity"}
+    first, second = await client.get("/openapi.json", headers=plain), await client.get("/openapi.json", headers=plain)
+    body = await first.read()
+    assert body == await second.read() and "Content-Encoding" not in first.headers
     etag = first.headers["ETag"]
     assert etag == second.headers["ETag"] and etag.startswith('"') and etag.endswith('"')
     assert first.headers["Cache-Control"] == "no-cache"
-    again = await client.get("/openapi.json", headers={"If-None-Match": etag})
+    assert first.headers["Vary"] == "Accept-Encoding"
+    again = await client.get("/openapi.json", headers={**plain, "If-None-Match": etag})
     assert again.status == 304 and await again.read() == b""
     assert again.headers["ETag"] == etag
-    stale = await client.get("/openapi.json", headers={"If-None-Match": '"something-else"'})
-    assert stale.status == 200 and await stale.read() == await first.read()
+    stale = await client.get("/openapi.json", headers={**plain, "If-None-Match": '"something-else"'})
+    assert stale.status == 200 and await stale.read() == body
+
+    zipped = await client.get("/openapi.json", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert int(zipped.headers["Content-Length"]) < len(body) / 4
+    assert await zipped.read() == body  # the client unzips it
+    assert zipped.headers["ETag"] not in (etag, None)
+    unchanged = await client.get(
+        "/openapi.json", headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["ETag"]}
+    )
+    assert unchanged.status == 304
+
+
+async def test_concurrent_first_requests_build_it_once(client: TestClient) -> None:
+    answers = await asyncio.gather(*(client.get("/openapi.json") for _ in range(4)))
+    assert len({a.headers["ETag"] for a in answers}) == 1
+    served = await client.app[OPENAPI].get(client.app.router)
+    assert served is await client.app[OPENAPI].get(client.app.router)
 
 
 # ---- real answers hold to the document ---------------------------------------------------

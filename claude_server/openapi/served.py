@@ -1,8 +1,11 @@
 """The document as it is served: generated on first request (the route table is fixed once
-the app runs), then the same bytes and ETag for the app's life."""
+the app runs), then the same bytes and ETag for the app's life, also gzipped (174 KB of
+JSON are 19 KB so)."""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -15,7 +18,18 @@ from claude_server.openapi.build import build_document
 @dataclass(frozen=True)
 class Served:
     body: bytes
+    gzipped: bytes
     etag: str
+
+    @property
+    def gzip_etag(self) -> str:
+        """The gzipped body's own ETag (a strong ETag names one representation)."""
+        return self.etag[:-1] + '-gzip"'
+
+
+def serve(router: web.UrlDispatcher) -> Served:
+    body = json.dumps(build_document(router), ensure_ascii=False, separators=(",", ":")).encode()
+    return Served(body, gzip.compress(body, mtime=0), '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
 
 
 class OpenApiDocument:
@@ -23,9 +37,11 @@ class OpenApiDocument:
 
     def __init__(self) -> None:
         self._served: Served | None = None
+        self._lock = asyncio.Lock()
 
-    def get(self, router: web.UrlDispatcher) -> Served:
-        if self._served is None:
-            body = json.dumps(build_document(router), ensure_ascii=False, separators=(",", ":")).encode()
-            self._served = Served(body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"')
+    async def get(self, router: web.UrlDispatcher) -> Served:
+        # Building takes about a quarter of a second: in a thread, so the loop goes on.
+        async with self._lock:
+            if self._served is None:
+                self._served = await asyncio.to_thread(serve, router)
         return self._served

@@ -19,7 +19,10 @@ CACHE_CONTROL = "no-cache"
     "This document",
     tags=("docs",),
     auth="none",
-    description="The OpenAPI 3.1 document of every route, generated from the route table and its models.",
+    description=(
+        "The OpenAPI 3.1 document of every route, generated from the route table and its models; gzipped for "
+        "clients that accept it."
+    ),
     headers=(Param("If-None-Match", "The ETag of a copy you hold"),),
     responses={
         200: Raw(("application/json",), "The document", schema={"type": "object"}),
@@ -28,8 +31,13 @@ CACHE_CONTROL = "no-cache"
     response_headers={"ETag": "The document's hash", "Cache-Control": "no-cache: check back with If-None-Match"},
 )
 async def openapi_document(request: web.Request) -> web.Response:
-    served = request.app[OPENAPI].get(request.app.router)
-    headers = {"ETag": served.etag, "Cache-Control": CACHE_CONTROL}
-    if served.etag in request.headers.get("If-None-Match", ""):
+    served = await request.app[OPENAPI].get(request.app.router)
+    gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+    etag = served.gzip_etag if gzipped else served.etag
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL, "Vary": "Accept-Encoding"}
+    if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=served.body, content_type="application/json", headers=headers)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    body = served.gzipped if gzipped else served.body
+    return web.Response(body=body, content_type="application/json", headers=headers)
