@@ -91,6 +91,23 @@ async def test_the_document_is_valid_openapi_3_1(client: TestClient) -> None:
     assert document["paths"]["/api/claude"]["post"]["requestBody"]["content"]["application/json"]["example"]
 
 
+async def test_every_name_a_field_accepts_is_in_its_schema(client: TestClient) -> None:
+    published = Published(await fetch(client))
+    body = {
+        "prompt": "hi",
+        "allowed_tools": ["Read"],
+        "disallowedTools": ["Bash"],
+        "dangerously_skip_permissions": False,
+    }
+    for name in ("ClaudeRequest", "TaskRequest"):
+        schema = {"$ref": f"#/components/schemas/{name}"}
+        assert published.validator(schema).is_valid(body)
+        assert not published.validator(schema).is_valid({**body, "unknown": 1})
+    # ... and the server takes it.
+    resp = await post(client, {**body, "stream": False})
+    assert resp.status == 200, await resp.text()
+
+
 def registered(app: web.Application) -> set[web.AbstractRoute]:
     return {r for r in app.router.routes() if r.method not in IMPLICIT_METHODS}
 

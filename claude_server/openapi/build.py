@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import AliasChoices, BaseModel
 from pydantic.json_schema import models_json_schema
 
 from claude_server import __version__
@@ -95,6 +95,22 @@ class Builder:
         refs, top = models_json_schema([(m, "validation") for m in models], ref_template=REF)
         self.refs = {model: refs[(model, "validation")] for model in models}
         self.schemas: dict[str, Any] = top.get("$defs", {})
+        for model in models:
+            self._other_names(model)
+
+    def _other_names(self, model: type[BaseModel]) -> None:
+        """JSON Schema gives a field only the first of its accepted names (``AliasChoices``):
+        the others (``allowed_tools`` beside ``allowedTools``) are added, or a validator
+        would refuse bodies the server takes."""
+        schema = self.schemas.get(self.refs[model]["$ref"].rsplit("/", 1)[-1], {})
+        properties = schema.get("properties", {})
+        for info in model.model_fields.values():
+            if not isinstance(info.validation_alias, AliasChoices):
+                continue
+            names = [c for c in info.validation_alias.choices if isinstance(c, str)]
+            if names and names[0] in properties:
+                for other in names[1:]:
+                    properties.setdefault(other, {**properties[names[0]], "description": f"The same as {names[0]}"})
 
     def ref(self, model: type[BaseModel]) -> dict[str, Any]:
         return dict(self.refs[model])
@@ -171,7 +187,7 @@ class Builder:
             media: dict[str, Any] = {"schema": self.ref(alt.model)}
             if alt.example is not None:
                 media["example"] = alt.example
-            return alt.description or (inspect.getdoc(alt.model) or "").split("\n\n")[0], {"application/json": media}
+            return alt.description or summary_of(alt.model), {"application/json": media}
         if isinstance(alt, Raw):
             return alt.description, {m: {"schema": dict(alt.schema)} for m in alt.media_types}
         if isinstance(alt, Empty):
@@ -204,6 +220,12 @@ class Builder:
         if status == 429:
             answer["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
         return answer
+
+
+def summary_of(model: type[BaseModel]) -> str:
+    """The first paragraph of the model's own docstring (not one it inherits), else its name."""
+    own = model.__dict__.get("__doc__")
+    return inspect.cleandoc(own).split("\n\n")[0].replace("\n", " ") if own else model.__name__
 
 
 def operation_id(route: web.AbstractRoute, d: Doc, path: Path) -> str:

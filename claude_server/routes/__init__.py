@@ -8,10 +8,10 @@ from claude_server.routes import (
     compat_anthropic,
     compat_openai,
     config_files,
-    docs,
     files,
     health,
     native,
+    openapi_doc,
     prompts,
     providers,
     sessions,
@@ -35,7 +35,7 @@ def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
         config_files,
         compat_openai,
         compat_anthropic,
-        docs,
+        openapi_doc,
     ):
         routes.extend(app.router.add_routes(module.routes))
     return routes
