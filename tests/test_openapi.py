@@ -91,6 +91,23 @@ async def test_the_document_is_valid_openapi_3_1(client: TestClient) -> None:
     assert document["paths"]["/api/claude"]["post"]["requestBody"]["content"]["application/json"]["example"]
 
 
+async def test_every_example_fits_its_schema(client: TestClient) -> None:
+    published = Published(await fetch(client))
+    checked = 0
+    for name, schema in published.document["components"]["schemas"].items():
+        for example in schema.get("examples", []):
+            assert published.validator({"$ref": f"#/components/schemas/{name}"}).is_valid(example), name
+            checked += 1
+    for path, operations in published.document["paths"].items():
+        for method, op in operations.items():
+            bodies = [op.get("requestBody", {})] + list(op["responses"].values())
+            for media in [b.get("content", {}).get("application/json", {}) for b in bodies]:
+                if "example" in media:
+                    assert published.validator(media["schema"]).is_valid(media["example"]), f"{method} {path}"
+                    checked += 1
+    assert checked >= 10
+
+
 async def test_every_name_a_field_accepts_is_in_its_schema(client: TestClient) -> None:
     published = Published(await fetch(client))
     body = {

@@ -45,7 +45,41 @@ class TaskCounts(ApiModel):
 
 class Health(ApiModel):
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"status": "degraded", "problems": ["Not logged in"], "warnings": []}]}
+        json_schema_extra={
+            "examples": [
+                {
+                    "status": "ok",
+                    "problems": [],
+                    "warnings": [],
+                    "version": "0.1.0",
+                    "cli": {
+                        "found": True,
+                        "version": "2.1.330 (Claude Code)",
+                        "path": "/srv/claude-server/node_modules/.bin/claude",
+                        "error": None,
+                        "tested_version": "2.1.330",
+                        "warning": None,
+                    },
+                    "credentials": {"found": True, "source": "ANTHROPIC_API_KEY"},
+                    "database": {"ok": True},
+                    "running_turns": 1,
+                    "max_concurrent": 4,
+                    "queue_length": 0,
+                    "max_queue": 100,
+                    "warm": {
+                        "enabled": True,
+                        "size": 2,
+                        "max": 8,
+                        "idle_timeout_s": 300.0,
+                        "hits": 10,
+                        "misses": 3,
+                        "evictions": 0,
+                        "expired": 1,
+                    },
+                    "tasks": {"queued": 0, "running": 0},
+                }
+            ]
+        }
     )
 
     status: Literal["ok", "degraded"]
