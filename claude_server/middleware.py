@@ -118,13 +118,17 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
         response.headers.setdefault("Content-Security-Policy", HTML_CSP)
 
 
+# What anyone may read, keys or not: the API's description (it holds no data).
+OPEN_PATHS = frozenset({"/openapi.json"})
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach the request's principal, or answer 401. CORS preflights carry no credentials
-    and /health stays open unless CLAUDE_SERVER_HEALTH_AUTH is set."""
+    """Attach the request's principal, or answer 401. CORS preflights carry no credentials,
+    the OPEN_PATHS need none, and /health stays open unless CLAUDE_SERVER_HEALTH_AUTH is set."""
     settings = request.app[SETTINGS]
     preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
-    if preflight or (request.path == "/health" and not settings.health_auth):
+    if preflight or request.path in OPEN_PATHS or (request.path == "/health" and not settings.health_auth):
         return await handler(request)
     request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(presented_secret(request))
     return await handler(request)

@@ -11,6 +11,7 @@ from claude_server.routes import (
     files,
     health,
     native,
+    openapi_doc,
     prompts,
     providers,
     sessions,
@@ -34,6 +35,7 @@ def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
         config_files,
         compat_openai,
         compat_anthropic,
+        openapi_doc,
     ):
         routes.extend(app.router.add_routes(module.routes))
     return routes
