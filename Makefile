@@ -40,8 +40,11 @@ run: setup
 demo: setup
 	$(PY) scripts/demo.py $(ARGS)
 
+# One worker per core (TEST_WORKERS=0 runs them in this process); a test file stays on
+# one worker, so a file's own servers are started once.
+TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check claude_server tests bench open_webui scripts

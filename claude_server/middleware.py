@@ -120,7 +120,7 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
 
 # What loads without a key: the web app's page (it asks for the key), the API docs, the
 # document they render, and their static files. Nothing under them reaches the API.
-PUBLIC_PATHS = frozenset({"/", "/docs", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/", "/docs", "/openapi.json"})  # /openapi.json: it holds no data
 PUBLIC_PREFIX = "/assets/"
 
 

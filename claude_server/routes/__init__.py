@@ -12,6 +12,7 @@ from claude_server.routes import (
     health,
     keys,
     native,
+    openapi_doc,
     prompts,
     providers,
     sessions,
@@ -37,6 +38,7 @@ def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
         config_files,
         compat_openai,
         compat_anthropic,
+        openapi_doc,
         webapp,
     ):
         routes.extend(app.router.add_routes(module.routes))

@@ -9,9 +9,11 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from claude_server.api_models.keys import ApiKey, ApiKeyList, CreatedApiKey
 from claude_server.appkeys import STORE
 from claude_server.auth import principal
 from claude_server.errors import Conflict, Forbidden, NotFound
+from claude_server.openapi import doc
 from claude_server.routes.common import read_json_object, validation_error
 from claude_server.store import KeyExists
 
@@ -22,6 +24,8 @@ KEY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9 ._@+-]{0,127}$"
 
 
 class NewKey(BaseModel):
+    """A new key: its name (unique), whether it is an admin, its own daily budget."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Annotated[str, Field(pattern=KEY_NAME_PATTERN)]
@@ -35,6 +39,7 @@ def _admin(request: web.Request) -> None:
 
 
 @routes.get("/api/keys")
+@doc("List the API keys", tags=("keys",), auth="admin", responses={200: ApiKeyList})
 async def list_keys(request: web.Request) -> web.Response:
     """The keys of the database (never their secrets), revoked ones included; operator keys
     (CLAUDE_SERVER_API_KEYS) live in the environment and are not listed."""
@@ -44,7 +49,18 @@ async def list_keys(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/keys")
+@doc(
+    "Create an API key",
+    tags=("keys",),
+    auth="admin",
+    request=NewKey,
+    request_example={"name": "alice", "admin": False, "daily_budget_usd": 5},
+    responses={201: CreatedApiKey},
+    errors={409: "A key of that name exists (key_exists)"},
+)
 async def create_key(request: web.Request) -> web.Response:
+    """The secret is in this answer once; only its SHA-256 is kept. On a server without keys,
+    the first key closes it: every request needs a key from then on."""
     _admin(request)
     try:
         new = NewKey.model_validate(await read_json_object(request))
@@ -60,6 +76,13 @@ async def create_key(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/keys/{key}/revoke")
+@doc(
+    "Revoke an API key",
+    tags=("keys",),
+    auth="admin",
+    responses={200: ApiKey},
+    errors={404: "No key of that id or name (key_not_found)"},
+)
 async def revoke_key(request: web.Request) -> web.Response:
     """Revoke a key by its id or name; its next request is refused. Revoking again is a no-op."""
     _admin(request)
