@@ -158,6 +158,13 @@ def test_sign_in_then_text_streams_in_token_by_token(watched: Watched, keyed_ser
     assert page.evaluate("() => sessionStorage.getItem('claude-server.key')") == OPERATOR
     assert page.evaluate("() => localStorage.length") == 0
     assert OPERATOR not in page.url
+    # What the browser downloaded for the page, compressed bodies (the budget: 500 KB).
+    downloaded = page.evaluate(
+        """() => [...performance.getEntriesByType("navigation"), ...performance.getEntriesByType("resource")]
+            .filter((e) => !e.name.includes("/api/")).reduce((n, e) => n + e.encodedBodySize, 0)"""
+    )
+    assert 10_000 < downloaded < 500 * 1024, downloaded
+    print(f"chat page: {downloaded} bytes downloaded")
     words = "streaming " * 12
     send(page, f"[[slow: 3]] {words}")
     seen: list[str] = []
@@ -427,6 +434,36 @@ def test_phone_and_dark_screenshots(browser: Browser, keyed_server: RunningServe
         page.screenshot(path=str(ARTIFACTS / f"dashboard-phone-{scheme}.png"))
         context.close()
         assert w.problems() == [] and w.dialogs == []
+
+
+def test_an_ordinary_key_sees_its_own_and_is_asked_again_once_revoked(
+    watched: Watched, keyed_server: RunningServer
+) -> None:
+    made = api(keyed_server, "/api/keys", "POST", {"name": "ordinary-browser"})
+    theirs = api(keyed_server, "/api/sessions")["sessions"]
+    page = watched.page
+    page.goto(keyed_server.url + "/")
+    page.fill("#signin-key", made["secret"])
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#chat-view")).to_be_visible()
+    expect(page.locator("#nav-ops")).to_be_hidden()  # operations are for admin keys
+    expect(page.locator("#session-list")).to_contain_text("No sessions yet.")
+    assert theirs  # the operator's sessions exist, and this key does not see them
+    send(page, "mine alone")
+    expect(page.locator(".turn-meta").last).not_to_be_empty(timeout=WAIT_MS)
+    expect(page.locator("#session-list a")).to_have_count(1)
+    api(keyed_server, f"/api/keys/{made['key_id']}/revoke", "POST", {})
+    page.click("#new-session")
+    send(page, "after the revocation")
+    expect(page.locator("#signin")).to_be_visible(timeout=WAIT_MS)
+    expect(page.locator("#signin-error")).to_contain_text("no longer accepted")
+    assert page.evaluate("() => sessionStorage.getItem('claude-server.key')") is None
+    page.fill("#signin-key", OPERATOR)
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#nav-ops")).to_be_visible()
+    page.click("#sign-out")
+    expect(page.locator("#signin")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.length") == 0
 
 
 def test_without_keys_the_app_opens_directly(watched: Watched, e2e_server: RunningServer) -> None:
