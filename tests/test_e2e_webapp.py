@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
+from claude_server.web.serving import site
 from tests.conftest import RunningServer, real_cli_path, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
 
@@ -464,6 +465,90 @@ def test_an_ordinary_key_sees_its_own_and_is_asked_again_once_revoked(
     page.click("#sign-out")
     expect(page.locator("#signin")).to_be_visible()
     assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_thinking_tool_errors_and_failures_are_drawn_as_blocks_and_sentences(
+    watched: Watched, keyed_server: RunningServer
+) -> None:
+    """Events the fake model does not send (thinking, a failing tool, a failed turn), fed to
+    the page's own transcript module."""
+    page = watched.page
+    page.goto(keyed_server.url + "/")
+    url = site().assets.url("transcript.js")
+    events = [
+        {"type": "stream_event", "event": {"type": "message_start", "message": {"id": "m1"}}},
+        {
+            "type": "stream_event",
+            "event": {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking"}},
+        },
+        {
+            "type": "stream_event",
+            "event": {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": "Let me <b>think</b>"},
+            },
+        },
+        {
+            "type": "assistant",
+            "message": {"id": "m1", "content": [{"type": "thinking", "thinking": "Let me <b>think</b>."}]},
+        },
+        {
+            "type": "assistant",
+            "message": {
+                "id": "m1",
+                "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "/etc/<x>"}}],
+            },
+        },
+        {
+            "type": "user",
+            "message": {
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "no such file"}],
+                        "is_error": True,
+                    }
+                ]
+            },
+        },
+        {"type": "result", "subtype": "error_max_budget_usd", "is_error": True, "duration_ms": 1234},
+        {"type": "error", "code": "max_budget", "message": "the turn reached max_budget_usd 0.01"},
+    ]
+    drawn = page.evaluate(
+        """async ([url, events]) => {
+            const { TurnView } = await import(url);
+            const box = document.createElement("div");
+            document.body.append(box);
+            const view = new TurnView(box, "a prompt");
+            for (const ev of events) view.handle(ev);
+            view.showMeta(0.0123);
+            return {
+                thinking: box.querySelector("details.thinking .body").textContent,
+                thinkingOpen: box.querySelector("details.thinking").open,
+                bold: box.querySelectorAll("b").length,
+                tool: box.querySelector("details.tool").dataset.state,
+                toolLabel: box.querySelector("details.tool summary code").textContent,
+                toolResult: box.querySelector("details.tool .tool-result").textContent,
+                error: box.querySelector(".turn-error").textContent,
+                meta: box.querySelector(".turn-meta").textContent,
+                finished: view.finished,
+            };
+        }""",
+        [url, events],
+    )
+    assert drawn == {
+        "thinking": "Let me <b>think</b>.",
+        "thinkingOpen": False,
+        "bold": 0,
+        "tool": "error",
+        "toolLabel": "/etc/<x>",
+        "toolResult": "no such file",
+        "error": "The turn stopped at its budget. (the turn reached max_budget_usd 0.01)",
+        "meta": "1.2 s · $0.01",
+        "finished": True,
+    }
 
 
 def test_without_keys_the_app_opens_directly(watched: Watched, e2e_server: RunningServer) -> None:
