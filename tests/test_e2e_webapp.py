@@ -1,151 +1,39 @@
-"""The web app in a real headless Chromium (Debian's chromium, driven by Playwright), against
-the real server with the real CLI and the fake Anthropic API. Screenshots go to
-tests/artifacts/ (ignored by git)."""
+"""The web app's chat in a real headless Chromium (Debian's chromium, driven by Playwright),
+against the real server with the real CLI and the fake Anthropic API: sign-in, streaming, tool
+blocks and dialogs, reload mid-turn, stop, sessions, files, and HTML that must not run.
+Screenshots go to tests/artifacts/ (ignored by git)."""
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import expect
 
-from claude_server.web.serving import site
-from tests.conftest import RunningServer, real_cli_path, start_server, stop_server
-from tests.fake_anthropic import FakeAnthropic
+from tests.browser import (
+    ARTIFACTS,
+    OPERATOR,
+    WAIT_MS,
+    Watched,
+    api,
+    browser,
+    fetch,
+    keyed_server,
+    last_text,
+    playwright,
+    send,
+    session_id_of,
+    sign_in,
+    wait_for_text_longer_than,
+    watched,
+)
+from tests.conftest import RunningServer
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OPERATOR = "op-webapp-e2e-secret"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-PHONE = {"width": 390, "height": 844}
-WAIT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def keyed_server(tmp_path_factory: pytest.TempPathFactory, fake_api: FakeAnthropic) -> Iterator[RunningServer]:
-    server = start_server(
-        tmp_path_factory.mktemp("webapp"), fake_api, real_cli_path(), {"CLAUDE_SERVER_API_KEYS": OPERATOR}
-    )
-    yield server
-    stop_server(server)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium package (as root)")
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    ARTIFACTS.mkdir(exist_ok=True)
-    b = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield b
-    b.close()
-
-
-class Watched:
-    """A page with what its console said, what failed to run, and every dialog it opened."""
-
-    def __init__(self, context: BrowserContext) -> None:
-        self.context = context
-        self.page = context.new_page()
-        self.console: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda exc: self.console.append(f"pageerror: {exc}"))
-        self.page.on("dialog", self._dialog)
-
-    def _console(self, msg: ConsoleMessage) -> None:
-        if msg.type in ("error", "warning"):
-            self.console.append(f"{msg.type}: {msg.text}")
-
-    def _dialog(self, dialog: Any) -> None:
-        self.dialogs.append(dialog.message)
-        dialog.dismiss()
-
-    def problems(self) -> list[str]:
-        # A 401 or 404 the app asked for (the sign-in probe, a deleted session) is logged by
-        # the browser; anything else (a CSP violation, an exception) is a failure.
-        return [m for m in self.console if "Failed to load resource" not in m]
-
-
-@pytest.fixture
-def watched(browser: Browser) -> Iterator[Watched]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-    w = Watched(context)
-    yield w
-    context.close()
-    assert w.problems() == []
-    assert w.dialogs == []
-
-
-def sign_in(w: Watched, server: RunningServer) -> Page:
-    page = w.page
-    page.goto(server.url + "/")
-    expect(page.locator("#signin")).to_be_visible()
-    page.fill("#signin-key", OPERATOR)
-    page.click("#signin-form button[type=submit]")
-    expect(page.locator("#chat-view")).to_be_visible()
-    return page
-
-
-def send(page: Page, text: str) -> None:
-    page.fill("#prompt", text)
-    page.click("#send")
-
-
-def last_text(page: Page) -> str:
-    blocks = page.locator("#transcript [data-role=text]")
-    return blocks.last.inner_text() if blocks.count() else ""
-
-
-def api(server: RunningServer, path: str, method: str = "GET", body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(server.url + path, data=data, method=method)
-    req.add_header("Authorization", f"Bearer {OPERATOR}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"null")
-
-
-def fetch(url: str, secret: str = OPERATOR) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {secret}"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status, resp.read()
-
-
-def wait_for_text_longer_than(page: Page, chars: int) -> None:
-    page.wait_for_function(
-        "(n) => (document.querySelector('#transcript [data-role=text]')?.textContent.length ?? 0) > n",
-        arg=chars,
-        timeout=WAIT_MS,
-    )
-
-
-def session_id_of(page: Page) -> str:
-    page.wait_for_function("() => location.hash.startsWith('#/s/')", timeout=WAIT_MS)
-    return str(page.evaluate("() => decodeURIComponent(location.hash.slice(4))"))
+# Fixtures used by name.
+__all__ = ["browser", "keyed_server", "playwright", "watched"]
 
 
 def test_sign_in_then_text_streams_in_token_by_token(watched: Watched, keyed_server: RunningServer) -> None:
@@ -386,183 +274,3 @@ def test_html_in_an_answer_is_shown_as_text_and_runs_nothing(watched: Watched, k
     expect(page.locator("#transcript [data-role=text]")).to_contain_text("<script>window.__pwned=2</script>")
     assert page.locator("#transcript img, #transcript script").count() == 0
     assert page.evaluate("() => window.__pwned") is None
-
-
-def test_the_dashboard_draws_its_charts_and_manages_keys(watched: Watched, keyed_server: RunningServer) -> None:
-    page = sign_in(watched, keyed_server)
-    send(page, "a turn for the charts")
-    expect(page.locator(".turn-meta").last).not_to_be_empty(timeout=WAIT_MS)
-    expect(page.locator("#nav-ops")).to_be_visible()
-    page.click("#nav-ops")
-    for chart in ("#chart-turns", "#chart-cost", "#chart-latency"):
-        expect(page.locator(f"{chart} canvas")).to_have_count(1, timeout=WAIT_MS)
-        assert int(page.locator(chart).get_attribute("data-points") or 0) >= 1
-    expect(page.locator("#ops-health")).to_contain_text("Running turns")
-    page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
-    page.fill("#key-name", "browser-made")
-    page.click("#key-form button[type=submit]")
-    expect(page.locator("#dlg-secret-value")).to_contain_text("csk_")
-    secret = page.locator("#dlg-secret-value").inner_text()
-    page.click("#dlg-secret button[value=ok]")
-    row = page.locator("#ops-keys tr", has_text="browser-made")
-    expect(row).to_be_visible()
-    names = [k["name"] for k in api(keyed_server, "/api/keys")["keys"]]
-    assert "browser-made" in names
-    assert fetch(keyed_server.url + "/api/sessions", secret)[0] == 200
-    row.get_by_role("button", name="Revoke").click()
-    page.click("#dlg-confirm button[value=ok]")
-    expect(row).to_contain_text("revoked")
-
-
-def test_phone_and_dark_screenshots(browser: Browser, keyed_server: RunningServer) -> None:
-    """The layout at a phone's size, in light and dark mode: the sidebar folds away, nothing
-    overflows sideways."""
-    for scheme in ("light", "dark"):
-        context = browser.new_context(viewport=PHONE, color_scheme=scheme, is_mobile=True, has_touch=True)
-        w = Watched(context)
-        page = sign_in(w, keyed_server)
-        expect(page.locator("#sidebar")).to_be_hidden()
-        page.click("#toggle-sidebar")
-        expect(page.locator("#sidebar")).to_be_visible()
-        page.click("#toggle-sidebar")
-        send(page, "hello from a phone, **in markdown**")
-        expect(page.locator(".turn-meta").last).not_to_be_empty(timeout=WAIT_MS)
-        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-        page.screenshot(path=str(ARTIFACTS / f"chat-phone-{scheme}.png"))
-        page.click("#nav-ops")
-        expect(page.locator("#chart-turns canvas")).to_have_count(1, timeout=WAIT_MS)
-        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
-        page.screenshot(path=str(ARTIFACTS / f"dashboard-phone-{scheme}.png"))
-        context.close()
-        assert w.problems() == [] and w.dialogs == []
-
-
-def test_an_ordinary_key_sees_its_own_and_is_asked_again_once_revoked(
-    watched: Watched, keyed_server: RunningServer
-) -> None:
-    made = api(keyed_server, "/api/keys", "POST", {"name": "ordinary-browser"})
-    theirs = api(keyed_server, "/api/sessions")["sessions"]
-    page = watched.page
-    page.goto(keyed_server.url + "/")
-    page.fill("#signin-key", made["secret"])
-    page.click("#signin-form button[type=submit]")
-    expect(page.locator("#chat-view")).to_be_visible()
-    expect(page.locator("#nav-ops")).to_be_hidden()  # operations are for admin keys
-    expect(page.locator("#session-list")).to_contain_text("No sessions yet.")
-    assert theirs  # the operator's sessions exist, and this key does not see them
-    send(page, "mine alone")
-    expect(page.locator(".turn-meta").last).not_to_be_empty(timeout=WAIT_MS)
-    expect(page.locator("#session-list a")).to_have_count(1)
-    api(keyed_server, f"/api/keys/{made['key_id']}/revoke", "POST", {})
-    page.click("#new-session")
-    send(page, "after the revocation")
-    expect(page.locator("#signin")).to_be_visible(timeout=WAIT_MS)
-    expect(page.locator("#signin-error")).to_contain_text("no longer accepted")
-    assert page.evaluate("() => sessionStorage.getItem('claude-server.key')") is None
-    page.fill("#signin-key", OPERATOR)
-    page.click("#signin-form button[type=submit]")
-    expect(page.locator("#nav-ops")).to_be_visible()
-    page.click("#sign-out")
-    expect(page.locator("#signin")).to_be_visible()
-    assert page.evaluate("() => sessionStorage.length") == 0
-
-
-def test_thinking_tool_errors_and_failures_are_drawn_as_blocks_and_sentences(
-    watched: Watched, keyed_server: RunningServer
-) -> None:
-    """Events the fake model does not send (thinking, a failing tool, a failed turn), fed to
-    the page's own transcript module."""
-    page = watched.page
-    page.goto(keyed_server.url + "/")
-    url = site().assets.url("transcript.js")
-    events = [
-        {"type": "stream_event", "event": {"type": "message_start", "message": {"id": "m1"}}},
-        {
-            "type": "stream_event",
-            "event": {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking"}},
-        },
-        {
-            "type": "stream_event",
-            "event": {
-                "type": "content_block_delta",
-                "index": 0,
-                "delta": {"type": "thinking_delta", "thinking": "Let me <b>think</b>"},
-            },
-        },
-        {
-            "type": "assistant",
-            "message": {"id": "m1", "content": [{"type": "thinking", "thinking": "Let me <b>think</b>."}]},
-        },
-        {
-            "type": "assistant",
-            "message": {
-                "id": "m1",
-                "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {"file_path": "/etc/<x>"}}],
-            },
-        },
-        {
-            "type": "user",
-            "message": {
-                "content": [
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": "t1",
-                        "content": [{"type": "text", "text": "no such file"}],
-                        "is_error": True,
-                    }
-                ]
-            },
-        },
-        {"type": "result", "subtype": "error_max_budget_usd", "is_error": True, "duration_ms": 1234},
-        {"type": "error", "code": "max_budget", "message": "the turn reached max_budget_usd 0.01"},
-    ]
-    drawn = page.evaluate(
-        """async ([url, events]) => {
-            const { TurnView } = await import(url);
-            const box = document.createElement("div");
-            document.body.append(box);
-            const view = new TurnView(box, "a prompt");
-            for (const ev of events) view.handle(ev);
-            view.showMeta(0.0123);
-            return {
-                thinking: box.querySelector("details.thinking .body").textContent,
-                thinkingOpen: box.querySelector("details.thinking").open,
-                bold: box.querySelectorAll("b").length,
-                tool: box.querySelector("details.tool").dataset.state,
-                toolLabel: box.querySelector("details.tool summary code").textContent,
-                toolResult: box.querySelector("details.tool .tool-result").textContent,
-                error: box.querySelector(".turn-error").textContent,
-                meta: box.querySelector(".turn-meta").textContent,
-                finished: view.finished,
-            };
-        }""",
-        [url, events],
-    )
-    assert drawn == {
-        "thinking": "Let me <b>think</b>.",
-        "thinkingOpen": False,
-        "bold": 0,
-        "tool": "error",
-        "toolLabel": "/etc/<x>",
-        "toolResult": "no such file",
-        "error": "The turn stopped at its budget. (the turn reached max_budget_usd 0.01)",
-        "meta": "1.2 s · $0.01",
-        "finished": True,
-    }
-
-
-def test_without_keys_the_app_opens_directly(watched: Watched, e2e_server: RunningServer) -> None:
-    page = watched.page
-    page.goto(e2e_server.url + "/")
-    expect(page.locator("#chat-view")).to_be_visible()
-    expect(page.locator("#signin")).to_be_hidden()
-    expect(page.locator("#sign-out")).to_be_hidden()
-
-
-def test_the_api_docs_render_the_servers_operations(watched: Watched, keyed_server: RunningServer) -> None:
-    page = watched.page
-    page.goto(keyed_server.url + "/docs")
-    # Swagger UI drew the operations of /openapi.json (bundled assets, no CDN).
-    expect(page.locator(".opblock").first).to_be_visible(timeout=WAIT_MS)
-    expect(page.locator(".opblock-summary-path", has_text="/api/claude").first).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / "docs.png"))
