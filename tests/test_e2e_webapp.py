@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,22 @@ def test_upload_and_download_files(watched: Watched, keyed_server: RunningServer
     expect(page.locator(".turn-meta").last).not_to_be_empty(timeout=WAIT_MS)
     session_id = session_id_of(page)
     page.click("#toggle-files")
+    # Folders: into one and back by the path above the list.
+    put = urllib.request.Request(
+        f"{keyed_server.url}/api/sessions/{session_id}/files/sub/deeper/inside.txt",
+        data=b"inside",
+        method="PUT",
+        headers={"Authorization": f"Bearer {OPERATOR}"},
+    )
+    with urllib.request.urlopen(put, timeout=10) as resp:
+        assert resp.status == 201
+    page.click("#toggle-files")
+    page.click("#toggle-files")  # closed and opened again: listed anew
+    page.get_by_role("button", name="sub/").click()
+    page.get_by_role("button", name="deeper/").click()
+    expect(page.locator("#files-list")).to_contain_text("inside.txt")
+    page.locator("#files-path").get_by_role("button", name="workspace").click()
+    expect(page.locator("#files-list li[data-name=sub]")).to_be_visible()
     hostile = "<img src=x onerror=window.__pwned=1>.txt"
     local = tmp_path / "notes.txt"
     local.write_text("hello from the browser\n")
@@ -227,8 +244,14 @@ def test_upload_and_download_files(watched: Watched, keyed_server: RunningServer
 def test_a_new_session_takes_its_options_and_a_resumed_one_keeps_them(
     watched: Watched, keyed_server: RunningServer
 ) -> None:
+    agent = "---\nname: browser-reviewer\ndescription: Reviews\n---\nReview.\n"
+    api(keyed_server, "/api/config/agents/browser-reviewer", "PUT", {"content": agent})
+    api(keyed_server, "/api/config/mcp-servers/browser-mcp", "PUT", {"content": {"command": "true"}})
     page = sign_in(watched, keyed_server)
     page.click("#options summary")
+    # The configured agent and MCP server are offered beside the built-in agents.
+    expect(page.locator("#opt-agent option[value=browser-reviewer]")).to_have_count(1)
+    expect(page.locator("#opt-mcp")).to_contain_text("browser-mcp")
     page.fill("#opt-model", "sonnet")
     page.select_option("#opt-permission", "acceptEdits")
     page.fill("#opt-tools", "Read, Bash(git log:*)")
@@ -260,7 +283,8 @@ def test_a_new_session_takes_its_options_and_a_resumed_one_keeps_them(
 def test_html_in_an_answer_is_shown_as_text_and_runs_nothing(watched: Watched, keyed_server: RunningServer) -> None:
     page = sign_in(watched, keyed_server)
     payload = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> **bold**'
-    send(page, payload)
+    page.fill("#prompt", payload)
+    page.press("#prompt", "Enter")  # Enter sends
     answer = page.locator("#transcript [data-role=text][data-state=done]")
     expect(answer).to_be_visible(timeout=WAIT_MS)
     expect(answer).to_contain_text('<img src=x onerror="window.__pwned=1">')
