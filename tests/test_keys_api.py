@@ -9,6 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from claude_server.app import create_app
 from claude_server.config import Settings
+from tests.test_openapi import Published, fetch
 
 OPERATOR = "op-secret-for-key-tests"
 
@@ -100,3 +101,14 @@ async def test_a_duplicate_name_is_409_and_an_unknown_key_404(keyed: TestClient)
     assert (await resp.json())["error"]["code"] == "key_not_found"
     resp = await keyed.post("/api/keys", data="name=x", headers={**bearer(OPERATOR), "Content-Type": "text/plain"})
     assert resp.status == 415
+
+
+async def test_the_answers_match_the_openapi_document(keyed: TestClient) -> None:
+    published = Published(await fetch(keyed))
+    made = await keyed.post("/api/keys", json={"name": "doc", "admin": True}, headers=bearer(OPERATOR))
+    published.check("POST", "/api/keys", 201, await made.json())
+    published.check("GET", "/api/keys", 200, await (await keyed.get("/api/keys", headers=bearer(OPERATOR))).json())
+    revoked = await keyed.post("/api/keys/doc/revoke", headers=bearer(OPERATOR))
+    published.check("POST", "/api/keys/{key}/revoke", 200, await revoked.json())
+    refused = await keyed.post("/api/keys", json={"name": "doc"}, headers=bearer(OPERATOR))
+    published.check("POST", "/api/keys", 409, await refused.json())

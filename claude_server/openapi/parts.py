@@ -67,6 +67,8 @@ PATH_PARAMETERS = {
     "path": "A relative path; it may hold `/`",
     "model": "A model id of GET /v1/models (`claude-code`, `claude-code-opus`, ...)",
     "filename": "A file's name; it may hold `/`",
+    "key": "An API key's id (`key_...`) or name",
+    "tail": "A web app file's hashed name, as the pages name it (`app.3f2a9c1b0d.js`)",
 }
 
 
