@@ -4,7 +4,10 @@ dialogs are watched, and small helpers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,9 +97,9 @@ def watched(browser: Browser) -> Iterator[Watched]:
     assert w.dialogs == []
 
 
-def sign_in(w: Watched, server: RunningServer) -> Page:
+def sign_in(w: Watched, server: RunningServer, url: str | None = None) -> Page:
     page = w.page
-    page.goto(server.url + "/")
+    page.goto((url or server.url) + "/")
     expect(page.locator("#signin")).to_be_visible()
     page.fill("#signin-key", OPERATOR)
     page.click("#signin-form button[type=submit]")
@@ -141,3 +144,61 @@ def wait_for_text_longer_than(page: Page, chars: int) -> None:
 def session_id_of(page: Page) -> str:
     page.wait_for_function("() => location.hash.startsWith('#/s/')", timeout=WAIT_MS)
     return str(page.evaluate("() => decodeURIComponent(location.hash.slice(4))"))
+
+
+class CuttableProxy:
+    """A TCP proxy to the server whose open connections the test can cut (a dropped network),
+    while new ones keep working."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            with self.lock:
+                self.open.update((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            self._close(src)
+            self._close(dst)
+
+    def _close(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.open.discard(sock)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+
+    def cut(self) -> int:
+        """Close every connection open now; how many there were."""
+        with self.lock:
+            socks = list(self.open)
+        for sock in socks:
+            self._close(sock)
+        return len(socks)
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut()

@@ -5,6 +5,7 @@ Screenshots go to tests/artifacts/ (ignored by git)."""
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from tests.browser import (
     ARTIFACTS,
     OPERATOR,
     WAIT_MS,
+    CuttableProxy,
     Watched,
     api,
     browser,
@@ -142,6 +144,31 @@ def test_a_reload_mid_turn_continues_the_stream_without_duplicates(
     assert session_id_of(page) == session_id
     turns = api(keyed_server, f"/api/sessions/{session_id}/messages")["turns"]
     assert [t["status"] for t in turns] == ["succeeded"]
+
+
+def test_a_dropped_connection_is_picked_up_after_the_last_event(watched: Watched, keyed_server: RunningServer) -> None:
+    proxy = CuttableProxy(int(keyed_server.url.rsplit(":", 1)[1]))
+    try:
+        page = sign_in(watched, keyed_server, proxy.url)
+        words = " ".join(f"d{i:02d}" for i in range(40))
+        send(page, f"[[slow: 6]] {words}")
+        final = f"Echo(1): [[slow: 6]] {words}"
+        wait_for_text_longer_than(page, 30)
+        turn_id = json.loads(page.evaluate("() => sessionStorage.getItem('claude-server.running')"))["turnId"]
+        assert proxy.cut() >= 2  # the stream breaks; the turn (detached) goes on
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not page.locator("#transcript [data-role=text][data-state=done]").count():
+            seen.append(last_text(page))
+            time.sleep(0.05)
+        expect(page.locator("#transcript [data-role=text]")).to_have_text(final)
+        assert any(len(t) < len(final) for t in seen)
+        assert all(final.startswith(t.strip()) for t in seen), seen
+        expect(page.locator(".turn-meta").last).not_to_be_empty()
+        # It came back through the turn's event log, after the last event it had.
+        assert f"/api/turns/{turn_id}/events" in keyed_server.log_text()
+    finally:
+        proxy.close()
 
 
 def test_the_stop_button_interrupts_the_turn(watched: Watched, keyed_server: RunningServer) -> None:
