@@ -74,13 +74,16 @@ def test_sign_in_then_text_streams_in_token_by_token(watched: Watched, keyed_ser
     assert len(partial) >= 3, seen  # it grew in front of us, chunk by chunk
     assert all(final.startswith(t.strip()) for t in partial), seen
     expect(page.locator(".turn-meta").last).to_contain_text("$")
-    page.screenshot(path=str(ARTIFACTS / "chat.png"))
+    page.screenshot(path=str(ARTIFACTS / "chat-streamed.png"))
 
 
 def test_a_tool_call_is_a_collapsed_block_with_its_input_and_result(
     watched: Watched, keyed_server: RunningServer
 ) -> None:
     page = sign_in(watched, keyed_server)
+    send(page, "Markdown *renders*:\n\n- a list\n- `code`\n\n```\nmake run\n```")
+    expect(page.locator("#transcript [data-role=text] li")).to_have_count(2, timeout=WAIT_MS)
+    expect(page.locator("#transcript [data-role=text] pre")).to_have_text("make run")
     send(page, "[[bash: echo from-the-tool]]")
     tool = page.locator("details.tool[data-tool=Bash]")
     expect(tool).to_have_attribute("data-state", "done", timeout=WAIT_MS)
@@ -90,6 +93,8 @@ def test_a_tool_call_is_a_collapsed_block_with_its_input_and_result(
     expect(tool.locator(".tool-result")).to_have_text("from-the-tool")
     expect(tool.locator(".tool-input")).to_contain_text('"command": "echo from-the-tool"')
     expect(page.locator("#transcript [data-role=text]").last).to_have_text("Tool said: from-the-tool", timeout=WAIT_MS)
+    page.evaluate("() => { const t = document.getElementById('transcript'); t.scrollTop = t.scrollHeight; }")
+    page.screenshot(path=str(ARTIFACTS / "chat.png"))
 
 
 def test_a_tool_approval_and_a_question_are_answered_in_dialogs(watched: Watched, keyed_server: RunningServer) -> None:

@@ -47,6 +47,8 @@ export class Chat {
   setBusy(busy) {
     $("send").disabled = busy;
     $("stop").hidden = !busy;
+    // A screen reader waits for the turn's end instead of reading every token.
+    $("transcript").setAttribute("aria-busy", String(busy));
   }
 
   hooks(turnId) {
@@ -122,6 +124,7 @@ export class Chat {
     };
     if (this.sessionId) body.session_id = this.sessionId;
     const view = new TurnView($("transcript"), text, {});
+    $("transcript").scrollTop = $("transcript").scrollHeight;
     this.setBusy(true);
     let resp;
     try {
