@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from tests.helpers import parse_sse
 
 HERE = Path(__file__).resolve().parent
+PARSER = HERE.parent / "claude_server" / "web" / "static" / "sse.js"
 
 STREAM = (
     'id: t1:1\ndata: {"type":"system"}\n\n'
@@ -26,13 +28,16 @@ def run(cases: list[list[str]], ids: list[str] | None = None) -> dict[str, Any]:
     node = shutil.which("node")
     if node is None:
         pytest.fail("node is not installed (the project's set-up needs it: npm)")
-    done = subprocess.run(
-        [node, str(HERE / "webapp_sse.mjs")],
-        input=json.dumps({"cases": cases, "ids": ids or []}),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        module = Path(tmp) / "sse.mjs"
+        shutil.copyfile(PARSER, module)
+        done = subprocess.run(
+            [node, str(HERE / "webapp_sse.mjs"), str(module)],
+            input=json.dumps({"cases": cases, "ids": ids or []}),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
 
