@@ -314,7 +314,10 @@ def test_a_new_session_takes_its_options_and_a_resumed_one_keeps_them(
 
 def test_html_in_an_answer_is_shown_as_text_and_runs_nothing(watched: Watched, keyed_server: RunningServer) -> None:
     page = sign_in(watched, keyed_server)
-    payload = '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> **bold**'
+    payload = (
+        '<img src=x onerror="window.__pwned=1"> <script>window.__pwned=2</script> **bold**\n\n'
+        "```html\n<img src=x onerror=window.__pwned=3>\n```"
+    )
     page.fill("#prompt", payload)
     page.press("#prompt", "Enter")  # Enter sends
     answer = page.locator("#transcript [data-role=text][data-state=done]")
@@ -322,6 +325,9 @@ def test_html_in_an_answer_is_shown_as_text_and_runs_nothing(watched: Watched, k
     expect(answer).to_contain_text('<img src=x onerror="window.__pwned=1">')
     expect(answer).to_contain_text("<script>window.__pwned=2</script>")
     expect(answer.locator("strong")).to_have_text("bold")  # Markdown still renders
+    code = answer.locator("pre code.hljs")  # and code is highlighted, as text
+    expect(code).to_have_text("<img src=x onerror=window.__pwned=3>")
+    assert code.locator("span.hljs-tag").count() >= 1
     assert page.locator("#transcript img, #transcript script").count() == 0
     page.wait_for_timeout(500)
     assert page.evaluate("() => window.__pwned") is None

@@ -1,8 +1,9 @@
 // Markdown to a DOM fragment. Raw HTML in the text is shown as text (escaped, as chat apps
 // do), never rendered; DOMPurify then cleans what marked made, in case marked lets through
-// anything (a javascript: link, say).
+// anything (a javascript: link, say). Code blocks that name a language are highlighted.
 import { Marked } from "./vendor/marked/marked.esm.js";
 import DOMPurify from "./vendor/dompurify/purify.es.mjs";
+import { highlightCode } from "./code.js";
 
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 export const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => ESCAPES[c]);
@@ -34,5 +35,5 @@ const PURIFY = {
 
 export function renderMarkdown(text) {
   const html = marked.parse(String(text ?? ""));
-  return purifier.sanitize(html, PURIFY);
+  return highlightCode(purifier.sanitize(html, PURIFY));
 }
