@@ -44,6 +44,7 @@ function showView(name) {
   $("signin").hidden = name !== "signin";
   $("chat-view").hidden = name !== "chat";
   $("ops-view").hidden = name !== "ops";
+  $("toggle-sidebar").hidden = name !== "chat";
   $("nav-chat").toggleAttribute("aria-current", name === "chat");
   if (name === "chat") $("nav-chat").setAttribute("aria-current", "page");
   $("nav-ops").toggleAttribute("aria-current", name === "ops");
