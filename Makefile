@@ -3,9 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup postgresql run demo test lint bench clean
+.PHONY: setup chromium postgresql run demo test lint bench clean
 
-setup: $(VENV)/.installed node_modules/.installed postgresql
+setup: $(VENV)/.installed node_modules/.installed chromium postgresql
 
 $(VENV)/.installed: pyproject.toml
 	python3 -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
@@ -18,6 +18,18 @@ $(VENV)/.installed: pyproject.toml
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The browser the web app's end-to-end tests drive: Debian's chromium (Playwright is told
+# where it is and never downloads one of its own).
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing chromium for the web app's browser tests"; \
+	    apt-get update && apt-get install -y chromium; \
+	  else \
+	    echo "The web app's browser tests need /usr/bin/chromium: run 'sudo apt-get install chromium' (not root here)"; \
+	  fi; \
+	fi
 
 # PostgreSQL's binaries, for the tests (which start a server of their own): Debian's package,
 # or any PostgreSQL 14+ whose bin directory CLAUDE_SERVER_TEST_PG_BIN names.
@@ -36,8 +48,11 @@ run: setup
 demo: setup
 	$(PY) scripts/demo.py $(ARGS)
 
+# One worker per core (TEST_WORKERS=0 runs them in this process); a test file stays on
+# one worker, so a file's own servers are started once.
+TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check claude_server tests bench open_webui scripts

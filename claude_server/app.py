@@ -18,6 +18,7 @@ from claude_server.appkeys import (
     CONFIG_FILES,
     FILE_POOL,
     METRICS,
+    OPENAPI,
     PROVIDERS,
     RELOADER,
     SESSIONS,
@@ -37,6 +38,7 @@ from claude_server.gate import Gate, GateSettings
 from claude_server.instance import InstanceLock, server_id
 from claude_server.metrics import Metrics
 from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
+from claude_server.openapi.served import OpenApiDocument
 from claude_server.provider_file import ProviderFileError, load_providers
 from claude_server.providers import Providers
 from claude_server.reload import Reloader, apply_live
@@ -44,6 +46,7 @@ from claude_server.routes import setup_routes
 from claude_server.sessions import Sessions
 from claude_server.store import Store
 from claude_server.tasks import Tasks, TaskSettings
+from claude_server.web.serving import site
 from claude_server.workspace_files import FilePool
 from claude_server.workspaces import Workspaces
 
@@ -171,6 +174,7 @@ def create_app(settings: Settings) -> web.Application:
     # Built here so that an allowed host that is no name stops the start (ConfigError).
     app[origin.ORIGIN_POLICY] = origin.OriginPolicy.of(settings)
     app[METRICS] = Metrics()
+    app[OPENAPI] = OpenApiDocument()
     # The directory is resolved here, once: see ConfigFiles.
     app[CONFIG_FILES] = ConfigFiles(settings.claude_config_dir)
     providers = None
@@ -182,6 +186,8 @@ def create_app(settings: Settings) -> web.Application:
         app[PROVIDERS] = providers
         app[METRICS].watch_providers(providers.public)
     app[RELOADER] = Reloader(settings, providers)
+    # The web app's files, read, hashed and compressed now: a page naming a missing file stops the start.
+    site()
     app.on_response_prepare.append(on_response_prepare)
     app.cleanup_ctx.append(quiet_log.bad_request_log_ctx)
     app.cleanup_ctx.append(store_ctx)

@@ -9,6 +9,7 @@ from claude_server.broker import Broker
 from claude_server.config import Settings
 from claude_server.config_files import ConfigFiles
 from claude_server.metrics import Metrics
+from claude_server.openapi.served import OpenApiDocument
 from claude_server.providers import Providers
 from claude_server.reload import Reloader
 from claude_server.sessions import Sessions
@@ -27,3 +28,4 @@ FILE_POOL = web.AppKey("FILE_POOL", FilePool)
 TASKS = web.AppKey("TASKS", Tasks)
 PROVIDERS = web.AppKey("PROVIDERS", Providers)  # only with a providers file
 RELOADER = web.AppKey("RELOADER", Reloader)
+OPENAPI = web.AppKey("OPENAPI", OpenApiDocument)

@@ -118,13 +118,24 @@ async def on_response_prepare(request: web.Request, response: web.StreamResponse
         response.headers.setdefault("Content-Security-Policy", HTML_CSP)
 
 
+# What loads without a key: the web app's page (it asks for the key), the API docs, the
+# document they render, and their static files. Nothing under them reaches the API.
+PUBLIC_PATHS = frozenset({"/", "/docs", "/openapi.json"})  # /openapi.json: it holds no data
+PUBLIC_PREFIX = "/assets/"
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIX)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Attach the request's principal, or answer 401. CORS preflights carry no credentials
-    and /health stays open unless CLAUDE_SERVER_HEALTH_AUTH is set."""
+    """Attach the request's principal, or answer 401. CORS preflights carry no credentials,
+    the web app's pages and assets (``is_public``) need none, and /health stays open unless
+    CLAUDE_SERVER_HEALTH_AUTH is set."""
     settings = request.app[SETTINGS]
     preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
-    if preflight or (request.path == "/health" and not settings.health_auth):
+    if preflight or is_public(request.path) or (request.path == "/health" and not settings.health_auth):
         return await handler(request)
     request[PRINCIPAL] = await request.app[AUTHENTICATOR].authenticate(presented_secret(request))
     return await handler(request)

@@ -17,6 +17,7 @@ from claude_server.app import create_app
 from claude_server.appkeys import BROKER
 from claude_server.claude.probe import TESTED_CLI_VERSION
 from claude_server.config import Settings
+from tests.conftest import FAKE_CLI
 from tests.helpers import (
     JSON,
     SseEvent,
@@ -459,6 +460,22 @@ async def test_missing_cli_is_503_with_install_hint_and_health_says_so(aiohttp_c
     assert resp.status == 503
     err = (await resp.json())["error"]
     assert err["code"] == "cli_not_found" and "npm install" in err["message"]
+
+
+async def test_a_cli_that_exits_the_instant_it_starts_is_an_error_event_never_a_500(
+    aiohttp_client, settings: Settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    cli = tmp_path / "claude"
+    cli.write_text(f'#!/bin/sh\n[ "$1" = --version ] && exec {FAKE_CLI} "$@"\nexit 1\n')
+    cli.chmod(0o755)
+    client = await aiohttp_client(create_app(replace(settings, claude_bin=str(cli))))
+    for _ in range(8):
+        resp = await post(client, {"prompt": "x"})
+        assert resp.status == 200
+        events = parse_sse(await asyncio.wait_for(resp.text(), 20))
+        assert events[-1].event == "error" and events[-1].json()["code"] == "cli_failed", events[-1]
+    whole = await post(client, {"prompt": "x", "stream": False})
+    assert whole.status == 502 and (await whole.json())["error"]["code"] == "cli_failed"
 
 
 async def test_health(client: TestClient) -> None:

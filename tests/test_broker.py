@@ -344,3 +344,22 @@ async def test_shutdown_ends_running_turns_and_says_how_many(tmp_path: Path, cap
     assert all(s.turn is not None and s.turn.status is TurnStatus.INTERRUPTED for s in subs)
     assert any("shutdown: ended 2 running turn(s) and 0 warm CLI(s) in" in r.getMessage() for r in caplog.records)
     await made.store.close()
+
+
+async def test_a_cli_that_exits_the_instant_it_starts_ends_each_turn_with_an_error(tmp_path: Path) -> None:
+    # Exiting before the server has set its pipes up closes stdout under it: a race that
+    # lost about one start in three in a loop of 300 (measured). Every turn must end, as an error.
+    cli = tmp_path / "claude"
+    shutil.copy(FAKE_CLI, cli)
+    made = await make_rig(tmp_path, cli, max_concurrent=2, max_queue=20)
+    try:
+        cli.write_text("#!/bin/sh\nexit 1\n")
+        for _ in range(12):
+            sub = await made.broker.start(TurnOptions(prompt="x"), spawn_retries=1)
+            events = await asyncio.wait_for(drain(sub), 20)
+            sub.close()
+            assert events[-1].name == "error" and b"cli_failed" in events[-1].data, events[-1].data
+        assert made.slots() == (0, 0) and not made.broker.running()
+    finally:
+        await made.broker.shutdown()
+        await made.store.close()

@@ -235,8 +235,8 @@ async def test_a_cli_that_fails_its_first_start_is_started_again(
     wrapper = tmp_path / "flaky-claude"
     wrapper.write_text(
         "#!/bin/sh\n"
-        '# The first turn\'s CLI exits after half a second, printing nothing; "--version" and later ones run.\n'
-        f'case " $* " in *" -p "*) if [ ! -e "{flag}" ]; then touch "{flag}"; sleep 0.5; exit 1; fi;; esac\n'
+        '# The first turn\'s CLI exits at once, printing nothing; "--version" and later ones run.\n'
+        f'case " $* " in *" -p "*) if [ ! -e "{flag}" ]; then touch "{flag}"; exit 1; fi;; esac\n'
         f'exec "{real_cli_path()}" "$@"\n'
     )
     wrapper.chmod(0o755)

@@ -131,8 +131,12 @@ class LiveCli:
 
     # ---- lines out -------------------------------------------------------------------------
     def attach(self, sink: Sink | None) -> None:
-        """Give the CLI's lines to ``sink`` from now on (None: nobody; they are dropped)."""
+        """Give the CLI's lines to ``sink`` from now on (None: nobody; they are dropped).
+        A CLI that has ended already (one that exits the instant it starts can be read to its
+        end before anyone attaches) tells the new sink at once, or it would wait forever."""
         self._sink = sink
+        if sink is not None and self._eof.is_set():
+            sink.ended()
 
     async def _read(self) -> None:
         try:

@@ -119,7 +119,9 @@ class CliProcess:
         transport = getattr(self.proc.stdout, "_transport", None)
         pipe = transport.get_extra_info("pipe") if transport is not None else None
         if pipe is not None and hasattr(fcntl, "F_SETPIPE_SZ"):
-            with contextlib.suppress(OSError):
+            # ValueError: a CLI that exited the instant it started has had its pipe read to
+            # the end and closed already; its turn ends through the reader like any other.
+            with contextlib.suppress(OSError, ValueError):
                 fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BUFFER_BYTES)
 
     async def _feed(self, data: bytes) -> None:

@@ -10,12 +10,15 @@ from claude_server.routes import (
     config_files,
     files,
     health,
+    keys,
     native,
+    openapi_doc,
     prompts,
     providers,
     sessions,
     tasks,
     turns,
+    webapp,
 )
 
 
@@ -30,10 +33,13 @@ def setup_routes(app: web.Application) -> list[web.AbstractRoute]:
         prompts,
         tasks,
         providers,
+        keys,
         files,
         config_files,
         compat_openai,
         compat_anthropic,
+        openapi_doc,
+        webapp,
     ):
         routes.extend(app.router.add_routes(module.routes))
     return routes

@@ -11,12 +11,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from claude_server import sse
+from claude_server.api_models.compat import ChatCompletion, ModelEntry, ModelList
 from claude_server.appkeys import SETTINGS
 from claude_server.compat.content import Outcome, Usage
 from claude_server.compat.conversation import Conversation, Message, conversation, text_of
 from claude_server.compat.errors import openai_error
 from claude_server.compat.models import Model, ModelMap
 from claude_server.errors import ApiError, BadRequest
+from claude_server.openapi import Json, Param, doc
+from claude_server.openapi.streams import OPENAI_STREAM
 from claude_server.routes.common import answer, chat_request, find_model, parse_body, refuse_tools
 
 routes = web.RouteTableDef()
@@ -154,6 +157,13 @@ def model_entry(model: Model) -> dict[str, Any]:
 
 
 @routes.get("/v1/models")
+@doc(
+    "List models",
+    tags=("openai", "anthropic"),
+    description="The models as OpenAI lists them, with Anthropic's fields too, so both SDKs read the list.",
+    responses={200: ModelList},
+    error_shape="openai",
+)
 async def list_models(request: web.Request) -> web.Response:
     data = [model_entry(m) for m in ModelMap(request.app[SETTINGS].compat_models).all()]
     return web.json_response(
@@ -162,11 +172,46 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/models/{model}")
+@doc(
+    "Get a model",
+    tags=("openai", "anthropic"),
+    responses={200: ModelEntry},
+    errors={404: "No such model"},
+    error_shape="openai",
+)
 async def get_model(request: web.Request) -> web.Response:
     return web.json_response(model_entry(find_model(request, request.match_info["model"])))
 
 
 @routes.post("/v1/chat/completions")
+@doc(
+    "Chat completion (OpenAI-compatible)",
+    tags=("openai",),
+    description=(
+        "One Claude Code turn: the messages become the prompt (a session resumed by its headers gets only the "
+        "new ones). Sampling options are accepted and ignored; client-defined tools are refused."
+    ),
+    request=ChatCompletionRequest,
+    request_example={"model": "claude-code", "messages": [{"role": "user", "content": "Hello"}], "stream": True},
+    headers=(
+        Param("X-Claude-Session-Id", "Resume this session"),
+        Param("X-Conversation-Id", "Your own key for the conversation: binds a session, resumes it later"),
+        Param("X-Claude-Agent", "Run the session as this agent"),
+        Param("X-Claude-Mcp-Servers", "Configured MCP servers to start, comma-separated"),
+    ),
+    responses={200: (Json(ChatCompletion, "Without stream: the completion"), OPENAI_STREAM)},
+    errors={
+        400: "A field is wrong, or tools were given (tools_not_supported)",
+        404: "No such model, or session",
+        409: "A turn runs on the session",
+        429: "Rate limit, budget or queue",
+        502: "The CLI failed",
+        503: "The CLI is not installed, or the server is shutting down",
+        504: "The turn ran too long",
+    },
+    response_headers={"X-Turn-Id": "The turn's id", "X-Claude-Session-Id": "The session, to resume it"},
+    error_shape="openai",
+)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await parse_body(request, ChatCompletionRequest)
     req = chat_request(request, body.conversation(), find_model(request, body.model))

@@ -17,11 +17,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from claude_server.api_models.files import CONFIG_LISTS, ConfigEntry, SkillFileSaved
+from claude_server.api_models.queries import PageQuery
 from claude_server.appkeys import CONFIG_FILES
 from claude_server.auth import principal
 from claude_server.config_content import MAX_FILE_BYTES, NAMED_KINDS, SINGLE_KINDS, SKILLS, Entry, Kind, Preconditions
 from claude_server.config_files import ConfigFiles
 from claude_server.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType
+from claude_server.openapi import ByPath, Empty, Json, Param, Raw, doc
 from claude_server.routes.common import (
     LIST_LIMIT,
     LIST_LIMIT_MAX,
@@ -37,6 +40,15 @@ routes = web.RouteTableDef()
 TEXT_TYPES = ("text/markdown", "text/plain")
 
 NAMED = "{kind:agents|skills|rules|mcp-servers}"
+IF_MATCH = Param("If-Match", "Write only if the file's ETag is this one (`*`: only if it exists)")
+IF_NONE_MATCH = Param("If-None-Match", "`*`: create only, never overwrite")
+WRITE_ERRORS = {
+    400: "A bad name (invalid_name), frontmatter (invalid_frontmatter) or content (invalid_content)",
+    403: "Not an admin key (admin_only), or a file the API will not touch (outside_config_dir)",
+    412: "If-Match or If-None-Match failed (precondition_failed; the error carries the current etag)",
+    413: "Larger than 256 KiB (config_too_large)",
+    415: "Neither JSON nor text/markdown or text/plain",
+}
 SINGLE = "{kind:claude-md|settings}"
 
 
@@ -100,6 +112,13 @@ def _kind(request: web.Request) -> Kind:
 
 
 @routes.get("/api/config/skills/{name}/files/{path:.+}")
+@doc(
+    "Get a skill's file",
+    tags=("configuration",),
+    auth="admin",
+    responses={200: Raw(("application/octet-stream",), "The file, with its guessed Content-Type")},
+    errors={400: "A bad name or path", 403: "outside_config_dir", 404: "No such skill or file"},
+)
 async def get_skill_file(request: web.Request) -> web.Response:
     store = config_files(request)
     name, rel = request.match_info["name"], request.match_info["path"]
@@ -108,6 +127,19 @@ async def get_skill_file(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/config/skills/{name}/files/{path:.+}")
+@doc(
+    "Upload a skill's file",
+    tags=("configuration",),
+    auth="admin",
+    request=Raw(("application/octet-stream",), "The file's bytes"),
+    responses={201: Json(SkillFileSaved, "Created"), 200: Json(SkillFileSaved, "Replaced")},
+    errors={
+        400: "A bad name or path",
+        403: "outside_config_dir",
+        404: "No such skill",
+        413: "Larger than 256 KiB (config_too_large)",
+    },
+)
 async def put_skill_file(request: web.Request) -> web.Response:
     """The raw body becomes the file: 201 created, 200 replaced."""
     store = config_files(request)
@@ -122,6 +154,13 @@ async def put_skill_file(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/config/skills/{name}/files/{path:.+}")
+@doc(
+    "Delete a skill's file",
+    tags=("configuration",),
+    auth="admin",
+    responses={204: Empty("Deleted")},
+    errors={400: "A bad name or path", 403: "outside_config_dir", 404: "No such skill or file"},
+)
 async def delete_skill_file(request: web.Request) -> web.Response:
     store = config_files(request)
     await asyncio.to_thread(store.delete_skill_file, request.match_info["name"], request.match_info["path"])
@@ -132,6 +171,14 @@ async def delete_skill_file(request: web.Request) -> web.Response:
 
 
 @routes.get(f"/api/config/{NAMED}")
+@doc(
+    "List entries",
+    tags=("configuration",),
+    auth="admin",
+    query=PageQuery,
+    responses={200: ByPath("kind", CONFIG_LISTS, "The entries, under the kind's key")},
+    errors={400: "A bad parameter (invalid_parameter)"},
+)
 async def list_entries(request: web.Request) -> web.Response:
     """Sorted by name; ``?limit=`` and ``?cursor=`` as GET /api/sessions."""
     store, kind = config_files(request), _kind(request)
@@ -147,6 +194,19 @@ async def list_entries(request: web.Request) -> web.Response:
 # that says why, not a 404 for a route that does not exist.
 @routes.get(f"/api/config/{NAMED}/{{name:.*}}")
 @routes.get(f"/api/config/{SINGLE}")
+@doc(
+    "Get an entry",
+    tags=("configuration",),
+    auth="admin",
+    description=(
+        "The file's text, when it changed and its ETag (a skill also lists its other files). CLAUDE.md or "
+        "settings.json that is not set: empty content, updated_at null."
+    ),
+    headers=(Param("If-None-Match", "An ETag you hold: 304 when unchanged"),),
+    responses={200: ConfigEntry, 304: Empty("Unchanged")},
+    errors={400: "A bad name (invalid_name)", 403: "outside_config_dir", 404: "No such entry (config_not_found)"},
+    response_headers={"ETag": "A hash of the content"},
+)
 async def get_entry(request: web.Request) -> web.Response:
     store, kind = config_files(request), _kind(request)
     entry = await asyncio.to_thread(store.get, kind, request.match_info.get("name", ""))
@@ -157,6 +217,17 @@ async def get_entry(request: web.Request) -> web.Response:
 
 @routes.put(f"/api/config/{NAMED}/{{name:.*}}")
 @routes.put(f"/api/config/{SINGLE}")
+@doc(
+    "Create or replace an entry",
+    tags=("configuration",),
+    auth="admin",
+    headers=(IF_MATCH, IF_NONE_MATCH),
+    request=(ContentBody, Raw(TEXT_TYPES, "The file itself", schema={"type": "string"})),
+    request_example={"content": "---\nname: reviewer\ndescription: Reviews a change\n---\nYou are careful."},
+    responses={201: Json(ConfigEntry, "Created"), 200: Json(ConfigEntry, "Replaced")},
+    errors=WRITE_ERRORS,
+    response_headers={"ETag": "A hash of the content"},
+)
 async def put_entry(request: web.Request) -> web.Response:
     """Create or replace: 201 created, 200 replaced; 412 when If-Match / If-None-Match fail."""
     store, kind = config_files(request), _kind(request)
@@ -167,6 +238,20 @@ async def put_entry(request: web.Request) -> web.Response:
 
 
 @routes.delete(f"/api/config/{NAMED}/{{name:.*}}")
+@doc(
+    "Delete an entry",
+    tags=("configuration",),
+    auth="admin",
+    description="A skill goes with all its files.",
+    headers=(IF_MATCH,),
+    responses={204: Empty("Deleted")},
+    errors={
+        400: "A bad name (invalid_name)",
+        403: "outside_config_dir",
+        404: "No such entry (config_not_found)",
+        412: "If-Match failed (precondition_failed)",
+    },
+)
 async def delete_entry(request: web.Request) -> web.Response:
     store, kind = config_files(request), _kind(request)
     await asyncio.to_thread(store.delete, kind, request.match_info["name"], preconditions(request))

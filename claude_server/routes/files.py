@@ -12,7 +12,10 @@ from urllib.parse import quote
 from aiohttp import web
 
 from claude_server import streaming
+from claude_server.api_models.files import Listing, Saved
+from claude_server.api_models.queries import AllQuery, FilesQuery
 from claude_server.appkeys import FILE_POOL, SETTINGS
+from claude_server.openapi import Empty, Json, Raw, doc
 from claude_server.routes.common import session_or_404
 from claude_server.workspace_archive import Archive
 from claude_server.workspace_files import CHUNK_BYTES, Download, Upload, delete, list_dir
@@ -33,6 +36,18 @@ def attachment(name: str) -> str:
 
 
 @routes.get("/api/sessions/{session_id}/files")
+@doc(
+    "List a folder of the workspace",
+    tags=("files",),
+    description="Symlinks are listed, never followed.",
+    query=FilesQuery,
+    responses={200: Listing},
+    errors={
+        400: "Not a relative path inside the workspace (invalid_path), or not a directory",
+        403: "It resolves outside the workspace (outside_workspace)",
+        404: "No such session or folder",
+    },
+)
 async def list_files(request: web.Request) -> web.Response:
     ws = await workspace_of(request)
     listing = await request.app[FILE_POOL].run(list_dir, ws, request.query.get("path", ""))
@@ -40,6 +55,18 @@ async def list_files(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}/files/{path:.+}")
+@doc(
+    "Download a file",
+    tags=("files",),
+    query=AllQuery,
+    responses={200: Raw(("application/octet-stream",), "The file, with its guessed Content-Type")},
+    errors={
+        400: "Not a relative path inside the workspace (invalid_path)",
+        403: "Outside the workspace, not a regular file, or a file with several hard links",
+        404: "No such session or file",
+    },
+    response_headers={"Content-Disposition": "attachment, with the file's name"},
+)
 async def download_file(request: web.Request) -> web.StreamResponse:
     ws = await workspace_of(request)
     pool = request.app[FILE_POOL]
@@ -54,6 +81,20 @@ async def download_file(request: web.Request) -> web.StreamResponse:
 
 
 @routes.put("/api/sessions/{session_id}/files/{path:.+}")
+@doc(
+    "Upload a file",
+    tags=("files",),
+    query=AllQuery,
+    request=Raw(("application/octet-stream",), "The file's bytes"),
+    responses={201: Json(Saved, "Created"), 200: Json(Saved, "Replaced")},
+    errors={
+        400: "Not a relative path inside the workspace (invalid_path)",
+        403: "Outside the workspace, or over something that is not a regular file",
+        404: "No such session",
+        409: "A part of the path is a file (not_a_directory)",
+        413: "Larger than CLAUDE_SERVER_MAX_UPLOAD_SIZE",
+    },
+)
 async def upload_file(request: web.Request) -> web.Response:
     """The raw body becomes the file (parent folders created); 201 created, 200 replaced."""
     ws = await workspace_of(request)
@@ -67,6 +108,17 @@ async def upload_file(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/sessions/{session_id}/files/{path:.+}")
+@doc(
+    "Delete a file or a folder",
+    tags=("files",),
+    query=AllQuery,
+    responses={204: Empty("Deleted")},
+    errors={
+        400: "Not a relative path inside the workspace (invalid_path)",
+        403: "Outside the workspace (outside_workspace)",
+        404: "No such session or file",
+    },
+)
 async def delete_file(request: web.Request) -> web.Response:
     ws = await workspace_of(request)
     await request.app[FILE_POOL].run(delete, ws, request.match_info["path"])
@@ -74,6 +126,13 @@ async def delete_file(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}/archive")
+@doc(
+    "Download the workspace as a .tar.gz",
+    tags=("files",),
+    query=AllQuery,
+    responses={200: Raw(("application/gzip",), "The workspace, streamed")},
+    errors={404: "No such session"},
+)
 async def archive(request: web.Request) -> web.StreamResponse:
     """The workspace as a streamed tar.gz (what goes in: ``workspace_archive``)."""
     ws = await workspace_of(request)

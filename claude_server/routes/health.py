@@ -9,9 +9,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from claude_server import __version__
+from claude_server.api_models.operations import Health, Stats
+from claude_server.api_models.queries import StatsQuery
 from claude_server.appkeys import AUTHENTICATOR, BROKER, METRICS, STORE, TASKS
 from claude_server.auth import principal
 from claude_server.errors import BadRequest, Forbidden
+from claude_server.openapi import Raw, doc
 
 routes = web.RouteTableDef()
 
@@ -27,6 +30,16 @@ DATABASE_MAX_AGE_S = 1.0
 
 
 @routes.get("/health")
+@doc(
+    "Health",
+    tags=("operations",),
+    auth="optional",
+    description=(
+        "`ok`, or `degraded` with the reasons when turns cannot run (no CLI, no credentials) or nothing can be "
+        "recorded (no database). No key needed unless CLAUDE_SERVER_HEALTH_AUTH is set."
+    ),
+    responses={200: Health},
+)
 async def health(request: web.Request) -> web.Response:
     """``ok``, or ``degraded`` with the reasons when turns cannot run (no CLI, no
     credentials) or nothing can be recorded (no database)."""
@@ -62,6 +75,12 @@ async def health(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@doc(
+    "Prometheus metrics",
+    tags=("operations",),
+    auth="admin",
+    responses={200: Raw((CONTENT_TYPE_LATEST.split(";")[0],), "The Prometheus text format", schema={"type": "string"})},
+)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; an admin key when keys are configured."""
     if not principal(request).admin:
@@ -111,6 +130,13 @@ def _stamp(us: int) -> str:
 
 
 @routes.get("/api/stats")
+@doc(
+    "Usage stats",
+    tags=("operations",),
+    query=StatsQuery,
+    responses={200: Stats},
+    errors={400: "A bad parameter (invalid_parameter)", 403: "group_by=key with a key that is not an admin's"},
+)
 async def stats(request: web.Request) -> web.Response:
     """Turns, outcomes, cost, tokens and mean duration per day, model or key (admins), from
     the results the CLI reported. An ordinary key sees its own turns; admins see all."""

@@ -17,10 +17,13 @@ from pydantic import (
 )
 
 from claude_server import sse
+from claude_server.api_models.turns import TurnAnswer
 from claude_server.appkeys import BROKER, SETTINGS
 from claude_server.auth import principal
 from claude_server.claude.command import PermissionMode, TurnOptions
 from claude_server.errors import PayloadTooLarge
+from claude_server.openapi import Json, doc
+from claude_server.openapi.streams import TURN_STREAM
 from claude_server.outcome import StopCode, TurnError
 from claude_server.routes.common import choose_config, read_json_object, validation_error
 from claude_server.turn import Turn
@@ -168,6 +171,31 @@ def result_body(turn: Turn) -> dict[str, Any]:
 
 
 @routes.post("/api/claude")
+@doc(
+    "Run a turn",
+    tags=("turns",),
+    description=(
+        "Runs one turn of Claude Code in the session's workspace: a new session, or `session_id` (or a bound "
+        '`conversation_id`) resumes one. Streams the CLI\'s lines as SSE, or with `"stream": false` answers one '
+        "JSON object when the turn is over (a failed turn: the error's status and code, see the README's table)."
+    ),
+    request=ClaudeRequest,
+    request_example={"prompt": "Create hello.py that prints hello", "permission_mode": "acceptEdits"},
+    responses={
+        200: (TURN_STREAM, Json(TurnAnswer, 'With "stream": false: the turn\'s result')),
+    },
+    errors={
+        403: "The operator's policy refuses an option (a permission mode, skipped permissions)",
+        404: "No such session (session_not_found)",
+        409: "A turn runs on the session (session_busy); or, without streaming, the turn was cancelled",
+        413: "The body or the prompt is too large (prompt_too_large)",
+        429: "Rate limit, daily budget or full queue; without streaming also queue_timeout",
+        502: "Without streaming: the CLI failed (cli_failed, api_error, not_logged_in, ...)",
+        503: "The CLI is not installed, no provider is healthy, or the server is shutting down",
+        504: "Without streaming: the turn ran too long or went silent",
+    },
+    response_headers={"X-Turn-Id": "The turn's id (for /api/turns/{turn_id})"},
+)
 async def claude(request: web.Request) -> web.StreamResponse:
     req = parse_request(await read_json_object(request))
     broker = request.app[BROKER]

@@ -11,9 +11,12 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from claude_server.api_models.queries import AllQuery
+from claude_server.api_models.turns import AnswerReceipt, PermissionList, QuestionList
 from claude_server.appkeys import BROKER
 from claude_server.auth import principal
 from claude_server.errors import BadRequest, Conflict
+from claude_server.openapi import doc
 from claude_server.prompts import Prompts
 from claude_server.routes.common import read_json_object, validation_error
 from claude_server.routes.turns import turn_row_or_404
@@ -71,16 +74,48 @@ async def _waiting(request: web.Request, event_type: str) -> list[dict[str, Any]
 
 
 @routes.get("/api/turns/{turn_id}/permissions")
+@doc(
+    "Permission requests waiting for an answer",
+    tags=("interactive",),
+    description="As their `permission_request` events carried them; none for a turn that is not running.",
+    query=AllQuery,
+    responses={200: PermissionList},
+    errors={404: "No such turn (turn_not_found)"},
+)
 async def list_permissions(request: web.Request) -> web.Response:
     return web.json_response({"permissions": await _waiting(request, "permission_request")})
 
 
 @routes.get("/api/turns/{turn_id}/questions")
+@doc(
+    "Questions waiting for an answer",
+    tags=("interactive",),
+    description="As their `question` events carried them; none for a turn that is not running.",
+    query=AllQuery,
+    responses={200: QuestionList},
+    errors={404: "No such turn (turn_not_found)"},
+)
 async def list_questions(request: web.Request) -> web.Response:
     return web.json_response({"questions": await _waiting(request, "question")})
 
 
 @routes.post("/api/turns/{turn_id}/permissions/{request_id}")
+@doc(
+    "Allow or deny a tool use",
+    tags=("interactive",),
+    description=(
+        "`allow` (with `updated_input` to change the tool's input, `remember` to allow such uses for the rest "
+        "of the session) or `deny` (with a `message` for Claude, `interrupt` to end the turn)."
+    ),
+    query=AllQuery,
+    request=PermissionAnswer,
+    request_example={"behavior": "allow"},
+    responses={200: AnswerReceipt},
+    errors={
+        404: "No such turn or request (turn_not_found, permission_not_found)",
+        409: "Already answered (already_answered), or the turn is not running (not_running)",
+    },
+)
 async def answer_permission(request: web.Request) -> web.Response:
     prompts = await _prompts(request)
     pending = prompts.find(request.match_info["request_id"], "permission")
@@ -94,6 +129,19 @@ async def answer_permission(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/turns/{turn_id}/questions/{request_id}")
+@doc(
+    "Answer Claude's question",
+    tags=("interactive",),
+    description='`{"answers": {"<question text>": "<chosen label>"}}`, or `{"behavior": "deny"}` to decline.',
+    query=AllQuery,
+    request=QuestionAnswer,
+    request_example={"answers": {"Which colour?": "blue"}},
+    responses={200: AnswerReceipt},
+    errors={
+        404: "No such turn or question (turn_not_found, question_not_found)",
+        409: "Already answered (already_answered), or the turn is not running (not_running)",
+    },
+)
 async def answer_question(request: web.Request) -> web.Response:
     prompts = await _prompts(request)
     pending = prompts.find(request.match_info["request_id"], "question")

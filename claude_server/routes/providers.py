@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from claude_server.api_models.operations import Provider, ProviderList, ReloadResult
 from claude_server.appkeys import PROVIDERS, RELOADER, STORE
 from claude_server.auth import principal
 from claude_server.errors import BadRequest, Forbidden, NotFound
+from claude_server.openapi import doc
 from claude_server.reload import ReloadRefused
 from claude_server.store import now_iso
 
@@ -21,6 +23,12 @@ def _admin(request: web.Request) -> None:
 
 
 @routes.get("/api/providers")
+@doc(
+    "List providers and their health",
+    tags=("providers",),
+    auth="admin",
+    responses={200: ProviderList},
+)
 async def list_providers(request: web.Request) -> web.Response:
     _admin(request)
     providers = request.app.get(PROVIDERS)
@@ -53,6 +61,14 @@ async def list_providers(request: web.Request) -> web.Response:
 
 
 @routes.post(r"/api/providers/{provider_id}/{action:enable|disable|reset}")
+@doc(
+    "Enable, disable or reset a provider",
+    tags=("providers",),
+    auth="admin",
+    description="`enable` and `disable` take it in or out of rotation until a reload; `reset` clears its failures.",
+    responses={200: Provider},
+    errors={404: "No such provider (provider_not_found)"},
+)
 async def change_provider(request: web.Request) -> web.Response:
     _admin(request)
     providers = request.app.get(PROVIDERS)
@@ -64,6 +80,14 @@ async def change_provider(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/admin/reload")
+@doc(
+    "Reload the providers and settings files",
+    tags=("providers",),
+    auth="admin",
+    description="As SIGHUP does. A file with an error is refused whole, and nothing changes.",
+    responses={200: ReloadResult},
+    errors={400: "A file has an error (reload_refused)"},
+)
 async def reload(request: web.Request) -> web.Response:
     _admin(request)
     try:

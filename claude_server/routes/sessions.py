@@ -8,10 +8,14 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from claude_server.api_models.queries import AllQuery, MessagesQuery, SessionsQuery
+from claude_server.api_models.sessions import SessionDetail, SessionList, SessionMessages
+from claude_server.api_models.turns import LiveTurn
 from claude_server.appkeys import BROKER, SESSIONS, STORE
 from claude_server.auth import principal, wants_all
 from claude_server.broker import Broker
 from claude_server.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
+from claude_server.openapi import Empty, doc
 from claude_server.routes.common import (
     LIST_LIMIT,
     LIST_LIMIT_MAX,
@@ -40,6 +44,14 @@ def session_detail(broker: Broker, row: SessionRow) -> dict[str, Any]:
 
 
 @routes.get("/api/sessions")
+@doc(
+    "List sessions",
+    tags=("sessions",),
+    description="The key's sessions, newest first by last use.",
+    query=SessionsQuery,
+    responses={200: SessionList},
+    errors={400: "A bad parameter (invalid_parameter)", 403: "all=true with a key that is not an admin's"},
+)
 async def list_sessions(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", LIST_LIMIT, 1, LIST_LIMIT_MAX)
     query = request.query.get("q") or None
@@ -70,6 +82,13 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}")
+@doc(
+    "Get a session",
+    tags=("sessions",),
+    query=AllQuery,
+    responses={200: SessionDetail},
+    errors={404: "No such session, or one of another key (session_not_found)"},
+)
 async def get_session(request: web.Request) -> web.Response:
     row = await session_or_404(request)
     return web.json_response(session_detail(request.app[BROKER], row))
@@ -83,6 +102,19 @@ class SessionPatch(BaseModel):
 
 
 @routes.patch("/api/sessions/{session_id}")
+@doc(
+    "Rename a session or set its metadata",
+    tags=("sessions",),
+    description=(
+        "Either or both: `metadata` (at most 64 KiB as JSON) is replaced as a whole; a null or empty `title` goes "
+        "back to the default (the first prompt, shortened)."
+    ),
+    query=AllQuery,
+    request=SessionPatch,
+    request_example={"title": "Refactor the parser"},
+    responses={200: SessionDetail},
+    errors={404: "No such session (session_not_found)", 413: "metadata is too large (metadata_too_large)"},
+)
 async def patch_session(request: web.Request) -> web.Response:
     store = request.app[STORE]
     row = await session_or_404(request)
@@ -112,6 +144,17 @@ async def patch_session(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/sessions/{session_id}")
+@doc(
+    "Delete a session",
+    tags=("sessions",),
+    description=(
+        "Stops its running turn, removes its rows, its workspace (unless another session still uses it) and its "
+        "transcripts; frees its conversation_id."
+    ),
+    query=AllQuery,
+    responses={204: Empty("Deleted")},
+    errors={404: "No such session (session_not_found)"},
+)
 async def delete_session(request: web.Request) -> web.Response:
     row = await session_or_404(request)
     if not await request.app[SESSIONS].delete(row):
@@ -121,6 +164,13 @@ async def delete_session(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/sessions/{session_id}/messages")
+@doc(
+    "A session's history",
+    tags=("sessions",),
+    query=MessagesQuery,
+    responses={200: SessionMessages},
+    errors={400: "A bad parameter (invalid_parameter)", 404: "No such session (session_not_found)"},
+)
 async def session_messages(request: web.Request) -> web.Response:
     """The conversation as recorded: per turn, the prompt and every event, oldest first."""
     store, broker = request.app[STORE], request.app[BROKER]
@@ -161,6 +211,14 @@ async def turn_events(broker: Broker, t: TurnRow) -> list[bytes]:
 
 
 @routes.post("/api/sessions/{session_id}/interrupt")
+@doc(
+    "Interrupt the running turn",
+    tags=("sessions",),
+    description="Ends the session's running (or queued) turn through the CLI's own interrupt; the CLI stays warm.",
+    query=AllQuery,
+    responses={200: LiveTurn},
+    errors={404: "No such session (session_not_found)", 409: "No turn is running on it (not_running)"},
+)
 async def interrupt_session(request: web.Request) -> web.Response:
     broker = request.app[BROKER]
     row = await session_or_404(request)

@@ -7,11 +7,24 @@ import uuid
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from claude_server.api_models.queries import AllQuery, TasksQuery
+from claude_server.api_models.tasks import (
+    BatchAccepted,
+    BatchSummary,
+    DeliveryList,
+    Redelivery,
+    Task,
+    TaskAccepted,
+    TaskDeleted,
+    TaskDetail,
+    TaskList,
+)
 from claude_server.appkeys import SETTINGS, STORE, TASKS
 from claude_server.auth import principal, wants_all
 from claude_server.errors import ApiError, BadRequest, Conflict, NotFound
+from claude_server.openapi import doc
 from claude_server.routes.common import LIST_LIMIT, LIST_LIMIT_MAX, int_param, read_json_object, session_or_404
 from claude_server.routes.native import ClaudeRequest, parse_as, turn_options
 from claude_server.store import TaskRow, decode_cursor, encode_cursor
@@ -33,6 +46,15 @@ class TaskRequest(ClaudeRequest):
     webhook_url: Annotated[str, Field(min_length=1, max_length=2048)] | None = None
     webhook_secret: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
     metadata: dict[str, Any] | None = None
+
+
+class TaskBatch(BaseModel):
+    """The body of POST /api/tasks/batch, for the document: ``submit_batch`` checks each entry
+    itself, so that an error names the entry (``tasks[2].priority``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tasks: Annotated[list[TaskRequest], Field(min_length=1, description="At most CLAUDE_SERVER_MAX_BATCH (10)")]
 
 
 async def task_spec(request: web.Request, body: dict[str, Any]) -> TaskSpec:
@@ -76,6 +98,23 @@ def _accepted(request: web.Request, row: TaskRow) -> dict[str, Any]:
 
 
 @routes.post("/api/tasks")
+@doc(
+    "Submit a task",
+    tags=("tasks",),
+    description=(
+        "A turn that nobody follows: the body of POST /api/claude plus a priority, a webhook and metadata. "
+        "Answered at once, before any CLI runs; the task is stored first."
+    ),
+    request=TaskRequest,
+    request_example={"prompt": "Run the tests and fix what fails", "priority": 8, "metadata": {"pr": 1234}},
+    responses={202: TaskAccepted},
+    errors={
+        400: "A field is wrong, or webhook_url is not allowed (invalid_webhook_url)",
+        404: "session_id names no session the key may see",
+        429: "Rate limit, or too many queued tasks (task_queue_full)",
+    },
+    response_headers={"Location": "/api/tasks/<task_id>"},
+)
 async def submit(request: web.Request) -> web.Response:
     spec = await task_spec(request, await read_json_object(request))
     (row,) = await request.app[TASKS].submit(principal(request), [spec])
@@ -83,6 +122,14 @@ async def submit(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/tasks/batch")
+@doc(
+    "Submit a batch of tasks",
+    tags=("tasks",),
+    description="Every entry is checked first; one bad entry refuses the whole batch (`field` names it).",
+    request=TaskBatch,
+    responses={202: BatchAccepted},
+    errors={404: "An entry's session_id names no session the key may see", 429: "Rate limit, or too many queued tasks"},
+)
 async def submit_batch(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     entries, most = body.get("tasks"), request.app[SETTINGS].max_batch
@@ -117,6 +164,14 @@ async def submit_batch(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/tasks")
+@doc(
+    "List tasks",
+    tags=("tasks",),
+    description="The key's tasks, newest first.",
+    query=TasksQuery,
+    responses={200: TaskList},
+    errors={400: "A bad parameter (invalid_parameter)", 403: "all=true with a key that is not an admin's"},
+)
 async def list_tasks(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", LIST_LIMIT, 1, LIST_LIMIT_MAX)
     status = request.query.get("status") or None
@@ -161,6 +216,13 @@ async def task_or_404(request: web.Request) -> TaskRow:
 
 
 @routes.get("/api/tasks/batches/{batch_id}")
+@doc(
+    "A batch's progress",
+    tags=("tasks",),
+    query=AllQuery,
+    responses={200: BatchSummary},
+    errors={404: "No such batch (batch_not_found)"},
+)
 async def get_batch(request: web.Request) -> web.Response:
     batch_id = request.match_info["batch_id"]
     found = await request.app[STORE].batch_summary(batch_id) if len(batch_id) <= TASK_ID_MAX_CHARS else None
@@ -179,6 +241,13 @@ async def get_batch(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/tasks/{task_id}")
+@doc(
+    "Get a task",
+    tags=("tasks",),
+    query=AllQuery,
+    responses={200: TaskDetail},
+    errors={404: "No such task (task_not_found)"},
+)
 async def get_task(request: web.Request) -> web.Response:
     row = await task_or_404(request)
     body = request.app[TASKS].public(row)
@@ -187,6 +256,14 @@ async def get_task(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/tasks/{task_id}/cancel")
+@doc(
+    "Cancel a task",
+    tags=("tasks",),
+    description="A queued task never runs; a running one is interrupted.",
+    query=AllQuery,
+    responses={200: Task},
+    errors={404: "No such task (task_not_found)", 409: "It already ended (task_finished)"},
+)
 async def cancel_task(request: web.Request) -> web.Response:
     row = await task_or_404(request)
     if row.finished:
@@ -197,6 +274,13 @@ async def cancel_task(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/tasks/{task_id}")
+@doc(
+    "Forget a task that ended",
+    tags=("tasks",),
+    query=AllQuery,
+    responses={200: TaskDeleted},
+    errors={404: "No such task (task_not_found)", 409: "It is queued or running (task_not_finished)"},
+)
 async def delete_task(request: web.Request) -> web.Response:
     row = await task_or_404(request)
     if not row.finished:
@@ -209,12 +293,29 @@ async def delete_task(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/tasks/{task_id}/deliveries")
+@doc(
+    "A task's webhook deliveries",
+    tags=("tasks",),
+    query=AllQuery,
+    responses={200: DeliveryList},
+    errors={404: "No such task (task_not_found)"},
+)
 async def deliveries(request: web.Request) -> web.Response:
     row = await task_or_404(request)
     return web.json_response({"deliveries": await request.app[STORE].deliveries_of(row.task_id)})
 
 
 @routes.post("/api/tasks/{task_id}/redeliver")
+@doc(
+    "Deliver a task's webhook again",
+    tags=("tasks",),
+    query=AllQuery,
+    responses={202: Redelivery},
+    errors={
+        404: "No such task (task_not_found)",
+        409: "It has not ended (task_not_finished), or has no webhook (no_webhook)",
+    },
+)
 async def redeliver(request: web.Request) -> web.Response:
     row = await task_or_404(request)
     if not row.finished:

@@ -5,9 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from claude_server import sse
+from claude_server.api_models.queries import AllQuery, EventsQuery
+from claude_server.api_models.turns import LiveTurn, TurnDetail
 from claude_server.appkeys import BROKER, STORE
 from claude_server.auth import principal, wants_all
 from claude_server.errors import BadRequest, Conflict, NotFound
+from claude_server.openapi import Empty, Param, doc
+from claude_server.openapi.streams import TURN_STREAM
 from claude_server.store import TurnRow
 from claude_server.store.events import MAX_SEQ
 
@@ -59,6 +63,13 @@ def resume_point(request: web.Request, turn_id: str) -> int:
 
 
 @routes.get("/api/turns/{turn_id}")
+@doc(
+    "Get a turn",
+    tags=("turns",),
+    query=AllQuery,
+    responses={200: TurnDetail},
+    errors={404: "No such turn, or one of another key (turn_not_found)"},
+)
 async def get_turn(request: web.Request) -> web.Response:
     row = await turn_row_or_404(request)
     body = row.public()
@@ -71,6 +82,15 @@ async def get_turn(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/turns/{turn_id}/events")
+@doc(
+    "Follow or replay a turn's stream",
+    tags=("turns",),
+    query=EventsQuery,
+    headers=(Param("Last-Event-ID", "The last id seen: `<turn_id>:<seq>` or a bare seq; wins over ?after="),),
+    responses={200: TURN_STREAM, 204: Empty("The turn is over and every event was seen: stop reconnecting")},
+    errors={400: "Last-Event-ID or after is not a seq, or names another turn", 404: "No such turn (turn_not_found)"},
+    response_headers={"X-Turn-Id": "The turn's id", "X-Session-Id": "Its session, once known"},
+)
 async def turn_events(request: web.Request) -> web.StreamResponse:
     """Replay the turn's events after the client's last one, then follow it live until it
     ends. A finished turn whose every event the client has seen answers 204 No Content: the
@@ -88,6 +108,13 @@ async def turn_events(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/api/turns/{turn_id}/cancel")
+@doc(
+    "Cancel a turn",
+    tags=("turns",),
+    query=AllQuery,
+    responses={200: LiveTurn},
+    errors={404: "No such turn (turn_not_found)", 409: "It is not running (not_running)"},
+)
 async def cancel_turn(request: web.Request) -> web.Response:
     row = await turn_row_or_404(request)
     broker = request.app[BROKER]
