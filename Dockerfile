@@ -32,7 +32,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates git ripgrep tini \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=wheel /dist/ /tmp/dist/
-RUN pip install --no-cache-dir /tmp/dist/*.whl && rm -rf /tmp/dist
+# With the PostgreSQL driver, so that CLAUDE_SERVER_DB may be a postgresql:// URL.
+RUN pip install --no-cache-dir "$(ls /tmp/dist/*.whl)[postgres]" && rm -rf /tmp/dist
 # The CLI is a native binary: it needs no Node.js at run time.
 COPY --from=cli /cli/node_modules/@anthropic-ai/ /opt/claude-code/@anthropic-ai/
 RUN ln -s /opt/claude-code/@anthropic-ai/claude-code/bin/claude.exe /usr/local/bin/claude \

@@ -66,7 +66,8 @@ def test_the_images_install_steps_give_a_server_that_runs_a_turn(tmp_path: Path,
     (wheel,) = (tmp_path / "dist").glob("claude_server-*.whl")
     # Installed with its dependencies into an empty venv: nothing from the repository or its venv.
     run([sys.executable, "-m", "venv", str(tmp_path / "venv")], tmp_path)
-    run([str(tmp_path / "venv/bin/pip"), "install", "--quiet", str(wheel)], tmp_path)
+    run([str(tmp_path / "venv/bin/pip"), "install", "--quiet", f"{wheel}[postgres]"], tmp_path)
+    run([str(tmp_path / "venv/bin/python"), "-c", "import asyncpg"], tmp_path)
     # The CLI, as the image's "cli" stage installs it, and the path the image links it from.
     cli_dir = tmp_path / "cli"
     cli_dir.mkdir()
