@@ -1,6 +1,7 @@
 """The command line: ``claude-server [serve]`` starts the server; ``claude-server purge``
 removes the sessions past their retention and ``claude-server keys`` manages API keys, both
-on the server's own database and settings."""
+on the server's own database and settings; ``status``, ``sessions``, ``turns``, ``stats``
+and ``doctor`` are the management commands (``claude_server.manage``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from claude_server import __version__, config, connections, logs
+from claude_server import __version__, config, connections, logs, manage
 from claude_server.app import create_app
 from claude_server.appkeys import RELOADER
 from claude_server.instance import DatabaseInUse, InstanceLock
@@ -57,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     # each one-line error.
     parser = Parser(
         prog="claude-server",
-        usage="%(prog)s [OPTIONS] [serve | purge | keys ...]",
+        usage="%(prog)s [OPTIONS] [serve | purge | keys | status | sessions | turns | stats | doctor ...]",
         description="Run the Claude Code CLI as an HTTP service (SSE streaming, SQLite sessions).",
         epilog=BOOLEAN_FORMS,
     )
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = keys_sub.add_parser("list", help="list keys (never their secrets)")
     revoke = keys_sub.add_parser("revoke", help="revoke a key; its next request is refused")
     revoke.add_argument("key", help="the key's name or id")
+    manage.add_commands(sub)
     parser.commands = frozenset(sub.choices)
     for p in (parser, serve, purge):
         config.add_arguments(p)
@@ -329,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = config.load(args)
     except config.ConfigError as exc:
         parser.error(str(exc))
+    if args.command in manage.COMMANDS:
+        sys.exit(manage.main(args, settings))
     if args.command == "keys":
         logs.setup("WARNING", "text")
         sys.exit(asyncio.run(manage_keys(settings, args)))
