@@ -48,7 +48,7 @@ async def test_status_sessions_and_turns_of_a_running_server_and_of_its_database
         assert done.returncode == 0, done.stderr
         head, log = done.stdout.split("\n\n")
         assert "status     succeeded" in head and "prompt     managed" in head
-        assert '"type": "result"' in log.splitlines()[-1] and "Echo(1): managed" in log
+        assert json.loads(log.splitlines()[-1].split(None, 1)[1])["type"] == "result" and "Echo(1): managed" in log
 
 
 async def test_doctor_with_the_real_cli_and_the_fake_api(fake_api: FakeAnthropic, tmp_path: Path) -> None:

@@ -227,14 +227,29 @@ async def test_turns_show_gives_status_times_cost_usage_and_the_event_log(
 
     ran = await manage(capsys, ["turns", "show", turn_id, "--events", *filled.where(mode)])
     head, log = ran.out.split("\n\n")
-    assert "status     succeeded" in head and "cost       $0.0010" in head and "prompt     again" in head
-    assert "output" in head.split("tokens", 1)[1].splitlines()[0]
+    fields = fields_of(head)
+    assert (fields["status"], fields["cost"], fields["prompt"]) == ("succeeded", "$0.0010", "again")
+    assert re.fullmatch(r"\d+ ms", fields["CLI time"]) and re.fullmatch(r"\d+ ms|\d+\.\d s", fields["duration"])
+    assert re.fullmatch(r"\d+ input, .*\d+ output", fields["tokens"])
+    # Each line as stored, byte for byte, after its seq.
     lines = log.splitlines()
-    assert lines[0].startswith("    1  {") and '"type": "result"' in lines[-1]
+    assert [line[:7] for line in lines] == [f"{n:>5}  " for n in range(1, len(lines) + 1)]
+    assert [json.loads(line[7:])["type"] for line in (lines[0], lines[-1])] == ["system", "result"]
+    stored = [e.data.decode() for e in await store_events(filled.settings, turn_id)]
+    assert [line[7:] for line in lines] == stored
 
     # A failed turn: its error, and the error event in its log.
     ran = await manage(capsys, ["turns", "show", filled.failed_turn, "--events", *filled.where(mode)])
-    assert "error      cli_failed: " in ran.out and "error: {" in ran.out
+    assert fields_of(ran.out.split("\n\n")[0])["error"].startswith("cli_failed: ")
+    assert ran.out.split("\n\n")[1].splitlines()[-1].split(None, 2)[1] == "error:"
+
+
+async def store_events(settings: Settings, turn_id: str) -> list[Any]:
+    store = await Store.open(settings.db_path)
+    try:
+        return await store.events(turn_id)
+    finally:
+        await store.close()
 
 
 # ---- stats ---------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ async def turns_show(source: Source, args: argparse.Namespace) -> int:
     turn = await source.turn(args.turn_id, every_key=args.all)
     if args.json:
         if args.events:
-            turn = {**turn, "events": [ev async for ev in source.events(args.turn_id, every_key=args.all)]}
+            turn = {**turn, "events": [ev.public() async for ev in source.events(args.turn_id, every_key=args.all)]}
         render.emit_json(turn)
         return 0
     usage = turn.get("usage") or {}
@@ -223,10 +223,8 @@ async def turns_show(source: Source, args: argparse.Namespace) -> int:
         ("status", str(turn.get("status"))),
         ("started", render.when(turn.get("started_at"))),
         ("finished", render.when(turn.get("finished_at"))),
-        (
-            "duration",
-            render.duration(turn.get("duration_ms") or render.span(turn.get("started_at"), turn.get("finished_at"))),
-        ),
+        ("duration", render.duration(render.span(turn.get("started_at"), turn.get("finished_at")))),
+        ("CLI time", render.duration(turn.get("duration_ms"))),
         ("model", turn.get("model") or "-"),
         ("cost", render.cost(turn.get("cost_usd"))),
         ("tokens", tokens or "-"),
@@ -239,10 +237,9 @@ async def turns_show(source: Source, args: argparse.Namespace) -> int:
     if args.events:
         print()
         async for ev in source.events(args.turn_id, every_key=args.all):
-            data = ev["data"] if isinstance(ev["data"], str) else json.dumps(ev["data"], ensure_ascii=False)
-            print(
-                f"{ev['seq'] if ev['seq'] is not None else '-':>5}  {ev['event'] + ': ' if ev['event'] else ''}{data}"
-            )
+            seq = str(ev.seq) if ev.seq is not None else "-"
+            name = f"{ev.name}: " if ev.name else ""
+            print(f"{seq:>5}  {name}{ev.data.decode(errors='replace')}")
     return 0
 
 

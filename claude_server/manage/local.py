@@ -10,7 +10,7 @@ from typing import Any
 
 from claude_server.auth import Authenticator
 from claude_server.config import Settings
-from claude_server.manage.source import ManageError, event_of, turn_summary
+from claude_server.manage.source import LoggedEvent, ManageError, turn_summary
 from claude_server.sessions import Sessions
 from claude_server.stats import report
 from claude_server.store import SessionRow, Store
@@ -108,7 +108,7 @@ class DatabaseSource:
             raise ManageError(f"No turn {turn_id}")
         return row.public()
 
-    async def events(self, turn_id: str, *, every_key: bool) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, turn_id: str, *, every_key: bool) -> AsyncIterator[LoggedEvent]:
         """The turn's events recorded so far (a running turn's log goes on in the server)."""
         await self.turn(turn_id, every_key=every_key)
         after = 0
@@ -117,7 +117,7 @@ class DatabaseSource:
             if not page:
                 return
             for ev in page:
-                yield event_of(ev.seq, ev.name, ev.data)
+                yield LoggedEvent(ev.seq, ev.name, ev.data)
             after = page[-1].seq
 
     async def stats(self, *, group_by: str, since: str | None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from claude_server.manage.source import ManageError, event_of, turn_summary
+from claude_server.manage.source import LoggedEvent, ManageError, turn_summary
 
 # A server that does not answer within these is reported as unreachable, not waited for.
 CONNECT_TIMEOUT_S = 5.0
@@ -137,7 +137,7 @@ class ServerSource:
         )
         return body
 
-    async def events(self, turn_id: str, *, every_key: bool) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, turn_id: str, *, every_key: bool) -> AsyncIterator[LoggedEvent]:
         """The turn's event log as its SSE stream gives it: replayed, then followed live to
         the turn's end."""
         path = f"/api/turns/{quote(turn_id, safe='')}/events"
@@ -162,7 +162,7 @@ class ServerSource:
         return body
 
 
-async def _sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+async def _sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[LoggedEvent]:
     """The events of an SSE stream (comments, such as pings, skipped)."""
     buffer = b""
     fields: dict[str, list[bytes]] = {}
@@ -180,10 +180,10 @@ async def _sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, A
                 fields.setdefault(name.decode(errors="replace"), []).append(value.removeprefix(b" "))
 
 
-def _event(fields: dict[str, list[bytes]]) -> dict[str, Any]:
+def _event(fields: dict[str, list[bytes]]) -> LoggedEvent:
     seq = None
     if "id" in fields:
         tail = fields["id"][-1].rpartition(b":")[2]
         seq = int(tail) if tail.isdigit() else None
     name = fields["event"][-1].decode(errors="replace") if "event" in fields else None
-    return event_of(seq, name, b"\n".join(fields["data"]))
+    return LoggedEvent(seq, name, b"\n".join(fields["data"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -37,7 +38,7 @@ class Source(Protocol):
 
     async def turn(self, turn_id: str, *, every_key: bool) -> dict[str, Any]: ...
 
-    def events(self, turn_id: str, *, every_key: bool) -> AsyncIterator[dict[str, Any]]: ...
+    def events(self, turn_id: str, *, every_key: bool) -> AsyncIterator[LoggedEvent]: ...
 
     async def stats(self, *, group_by: str, since: str | None) -> dict[str, Any]: ...
 
@@ -52,12 +53,20 @@ def turn_summary(turn: dict[str, Any]) -> dict[str, Any]:
     return {name: turn.get(name) for name in TURN_SUMMARY_FIELDS}
 
 
-def event_of(seq: int | None, name: str | None, data: bytes) -> dict[str, Any]:
-    """One event of a turn's log as the commands show it: its seq, its SSE name (``error``;
-    None for a CLI line) and its data, parsed when it is JSON (a CLI line always is)."""
-    raw = data.decode(errors="replace")
-    try:
-        parsed: Any = json.loads(raw)
-    except ValueError:
-        parsed = raw
-    return {"seq": seq, "event": name, "data": parsed}
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One event of a turn's log: its seq, its SSE name (``error``; None for a CLI line) and
+    its data as stored (a CLI line byte for byte)."""
+
+    seq: int | None
+    name: str | None
+    data: bytes
+
+    def public(self) -> dict[str, Any]:
+        """For ``--json``: the data parsed when it is JSON (a CLI line always is)."""
+        raw = self.data.decode(errors="replace")
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw
+        return {"seq": self.seq, "event": self.name, "data": parsed}
