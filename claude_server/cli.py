@@ -1,6 +1,7 @@
 """The command line: ``claude-server [serve]`` starts the server; ``claude-server purge``
 removes the sessions past their retention and ``claude-server keys`` manages API keys, both
-on the server's own database and settings."""
+on the server's own database and settings; ``status``, ``sessions``, ``turns``, ``stats``
+and ``doctor`` are the management commands (``claude_server.manage``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from claude_server import __version__, config, connections, logs
+from claude_server import __version__, config, connections, logs, manage
 from claude_server.app import create_app
 from claude_server.appkeys import RELOADER
 from claude_server.instance import DatabaseInUse, InstanceLock, in_use_message
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     # each one-line error.
     parser = Parser(
         prog="claude-server",
-        usage="%(prog)s [OPTIONS] [serve | purge | keys ... | migrate ...]",
+        usage="%(prog)s [OPTIONS] [serve | purge | keys | migrate | status | sessions | turns | stats | doctor ...]",
         description="Run the Claude Code CLI as an HTTP service (SSE streaming, SQLite sessions).",
         epilog=BOOLEAN_FORMS,
     )
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--from", dest="source", required=True, metavar="FILE", help="the SQLite database")
     migrate.add_argument("--to", dest="target", required=True, metavar="URL", help="a postgresql:// URL")
     migrate.add_argument("--replace", action="store_true", help="empty a target that holds rows, then copy")
+    manage.add_commands(sub)
     parser.commands = frozenset(sub.choices)
     for p in (parser, serve, purge):
         config.add_arguments(p)
@@ -382,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = config.load(args)
     except config.ConfigError as exc:
         parser.error(str(exc))
+    if args.command in manage.COMMANDS:
+        sys.exit(manage.main(args, settings))
     if args.command == "migrate":
         logs.setup("WARNING", "text")
         sys.exit(asyncio.run(copy_to_postgres(args)))

@@ -20,7 +20,11 @@ The "model" is deterministic and scripted by the newest user text:
 - ``[[slow: <seconds>]]``: each text chunk is delayed, spread over that many seconds.
 - ``[[big: <bytes>]]``: the answer is that many ``x`` characters (after the echo).
 
-Every request body (and its headers) is recorded in ``FakeAnthropic.requests``; with
+``GET /v1/models`` lists one model for the key ``api_key`` (``sk-ant-fake-key``) and answers
+401 ``authentication_error`` to any other, as the real API does (``claude-server doctor``
+tries the configured key on it).
+
+Every request body to the Messages API (and its headers) is recorded in ``FakeAnthropic.requests``; with
 ``fail_with`` set, every request is answered with that HTTP status and an Anthropic error.
 Run it in-process (``FakeAnthropic().start()`` in a thread of its own) or as a script with
 the project's environment (``make setup``): ``.venv/bin/python tests/fake_anthropic.py
@@ -114,6 +118,8 @@ class FakeAnthropic:
     # Answer every request with this HTTP status (401, 429, 500, ...): an account or an
     # endpoint that is down. None: answer.
     fail_with: int | None = None
+    # The key GET /v1/models accepts (x-api-key or Bearer); the other routes take any key.
+    api_key: str = "sk-ant-fake-key"
 
     # ---- the model -------------------------------------------------------------------
     def plan(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], str, float]:
@@ -249,6 +255,15 @@ class FakeAnthropic:
         await request.read()
         return web.json_response({"input_tokens": 10})
 
+    async def models(self, request: web.Request) -> web.Response:
+        """The model list, for the key ``api_key`` only (as the real API: 401 otherwise)."""
+        given = request.headers.get("x-api-key") or request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if given != self.api_key:
+            error = {"type": "authentication_error", "message": "invalid x-api-key"}
+            return web.json_response({"type": "error", "error": error}, status=401)
+        model = {"type": "model", "id": "claude-sonnet-4-5", "display_name": "Claude Sonnet 4.5"}
+        return web.json_response({"data": [model], "has_more": False, "first_id": model["id"], "last_id": model["id"]})
+
     async def other(self, request: web.Request) -> web.Response:
         await request.read()
         return web.json_response({"type": "error", "error": {"type": "not_found_error", "message": "fake"}}, status=404)
@@ -261,6 +276,7 @@ class FakeAnthropic:
         app.router.add_get("/_requests", self.dump)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_get("/v1/models", self.models)
         app.router.add_route("*", "/{tail:.*}", self.other)
         return app
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -15,11 +14,10 @@ from claude_server.appkeys import AUTHENTICATOR, BROKER, METRICS, STORE, TASKS
 from claude_server.auth import principal
 from claude_server.errors import BadRequest, Forbidden
 from claude_server.openapi import Raw, doc
+from claude_server.stats import GROUPS
+from claude_server.stats import report as stats_report
 
 routes = web.RouteTableDef()
-
-GROUPS = ("day", "model", "key", "provider")
-
 
 # /health looks at the CLI's credentials again at most this often (`claude auth status`
 # takes 0.2-1 s).
@@ -152,31 +150,13 @@ async def stats(request: web.Request) -> web.Response:
     # `to` past the last possible stamp is no bound at all.
     since = _stamp(start) if start is not None else None
     until = _stamp(end) if end is not None and end <= LAST_STAMP_US else None
-    groups = await request.app[STORE].stats(
-        since=since, until=until, group_by=group_by, owner=who.key_id, all_owners=who.admin
+    body = await stats_report(
+        request.app[STORE],
+        since=since,
+        until=until,
+        group_by=group_by,
+        owner=who.key_id,
+        all_owners=who.admin,
+        operator_names=request.app[AUTHENTICATOR].operator_names(),
     )
-    if group_by == "key":
-        names = {**await request.app[STORE].key_names(), **request.app[AUTHENTICATOR].operator_names()}
-        for g in groups:
-            g["group"] = names.get(g["group"], g["group"] or "(no key)")
-    if group_by == "provider":  # turns from before a providers file, or without one
-        for g in groups:
-            g["group"] = g["group"] or "(none)"
-    return web.json_response(
-        {"group_by": group_by, "from": since, "to": until, "groups": groups, "total": total(groups)}
-    )
-
-
-def total(groups: list[dict[str, Any]]) -> dict[str, Any]:
-    turns = sum(g["turns"] for g in groups)
-    durations = [(g["mean_duration_ms"], g["turns"]) for g in groups if g["mean_duration_ms"] is not None]
-    weight = sum(n for _, n in durations)
-    return {
-        "turns": turns,
-        "successes": sum(g["successes"] for g in groups),
-        "failures": sum(g["failures"] for g in groups),
-        "cost_usd": sum(g["cost_usd"] for g in groups),
-        "input_tokens": sum(g["input_tokens"] for g in groups),
-        "output_tokens": sum(g["output_tokens"] for g in groups),
-        "mean_duration_ms": sum(m * n for m, n in durations) / weight if weight else None,
-    }
+    return web.json_response(body)

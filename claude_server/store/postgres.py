@@ -209,3 +209,31 @@ async def connect_pool(url: str) -> asyncpg.Pool:
         raise DatabaseUnavailable(f"cannot connect to PostgreSQL at {where}: {reason}") from None
     assert pool is not None
     return pool
+
+
+async def schema_state(url: str) -> tuple[set[str], str | None]:
+    """The migrations recorded in ``url``'s database, and why a write there was refused (or
+    None), without changing it: the write test creates a table and rolls it back."""
+    pool = await connect_pool(url)
+    try:
+        async with pool.acquire() as conn:
+            has_table = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            applied = (
+                {str(r["name"]) for r in await conn.fetch("SELECT name FROM schema_migrations")} if has_table else set()
+            )
+            write_error = None
+            try:
+                async with conn.transaction():
+                    await conn.execute("CREATE TABLE _doctor_write_test (x integer)")
+                    raise _RollBack
+            except _RollBack:
+                pass
+            except asyncpg.PostgresError as exc:
+                write_error = str(exc)
+    finally:
+        await pool.close()
+    return applied, write_error
+
+
+class _RollBack(Exception):
+    """Leaves a transaction by rolling it back."""
