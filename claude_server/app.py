@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    # A PostgreSQL database has no file to lock beside it.
-    lock = None if settings.db_is_url else InstanceLock.acquire(settings.db_file)
+    # A PostgreSQL database has no file to lock beside it; named replicas share one SQLite
+    # file on one machine (their recovery spares each other's turns, see replicas).
+    lock = None if settings.db_is_url or settings.replica_id else InstanceLock.acquire(settings.db_file)
     try:
         store = await Store.open(settings.database)
     except BaseException:

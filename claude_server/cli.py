@@ -247,7 +247,7 @@ def serve(settings: config.Settings) -> None:
     try:
         if settings.db_is_url:
             asyncio.run(reach_database(settings.database))
-        else:
+        elif not settings.replica_id:  # named replicas share the file (see replicas)
             InstanceLock.acquire(settings.db_file, f"{settings.host}:{settings.port}")
     except (DatabaseInUse, DatabaseUnavailable) as exc:
         log.error("%s", exc)
