@@ -104,6 +104,18 @@ class ReplicaQueries:
         """Free the session unless another turn (of this server's line) holds it by now."""
         await self.db.execute("DELETE FROM session_claims WHERE session_id = ? AND turn_id = ?", (session_id, turn_id))
 
+    async def ran_elsewhere(self, session_id: str | None, turn_id: str, server_id: str) -> bool:
+        """Whether the turn before ``turn_id`` on the session ran on another server (a warm CLI
+        of this server would miss it)."""
+        if session_id is None:
+            return False
+        found = await self.db.fetchone(
+            "SELECT server_id FROM turns WHERE (session_id = ? OR resumed_from = ?) AND turn_id != ? "
+            "ORDER BY started_at DESC LIMIT 1",
+            (session_id, session_id, turn_id),
+        )
+        return found is not None and found["server_id"] is not None and found["server_id"] != server_id
+
     async def dead_servers_processes(self, server_id: str, cutoff: str) -> list[tuple[str, str]]:
         """(marker, server id) of the processes that servers other than ``server_id``, and not
         live, did not end."""
