@@ -155,6 +155,10 @@ class Replicas:
                 log.exception("turn %s: could not release session %s", turn.id, sid)
         turn.claimed.clear()
 
+    async def take_task(self, task_id: str) -> bool:
+        """Take a queued task to start it here (see ``store.take_task``)."""
+        return await self.store.take_task(task_id, self.server_id, self.cutoff())
+
     def identity(self) -> dict[str, str]:
         return {"id": self.name, "server_id": self.server_id, "advertise_url": self.url}
 

@@ -21,3 +21,8 @@ CREATE TABLE session_claims (
     claimed_at TEXT NOT NULL
 );
 CREATE INDEX session_claims_by_server ON session_claims (server_id);
+
+-- The server starting a queued task: taking it is one statement (a task another live server
+-- is starting is not taken), so that of several replicas exactly one starts it; its status
+-- stays queued until its turn started.
+ALTER TABLE tasks ADD COLUMN taken_by TEXT;

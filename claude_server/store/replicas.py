@@ -116,6 +116,21 @@ class ReplicaQueries:
         )
         return found is not None and found["server_id"] is not None and found["server_id"] != server_id
 
+    async def take_task(self, task_id: str, server_id: str, cutoff: str) -> bool:
+        """Take a queued task to start it: one statement, so that of several replicas
+        trying at once exactly one gets it (the others see 0 rows changed). A task taken by
+        a server that is gone may be taken again."""
+        changed = await self.db.execute(
+            "UPDATE tasks SET taken_by = ? WHERE task_id = ? AND status = 'queued' "
+            f"AND (taken_by IS NULL OR taken_by = ? OR taken_by NOT IN ({LIVE_SERVERS}))",
+            (server_id, task_id, server_id, cutoff),
+        )
+        return changed > 0
+
+    async def untake_task(self, task_id: str) -> None:
+        """The task did not start (no spare slot, a busy session): free for any replica."""
+        await self.db.execute("UPDATE tasks SET taken_by = NULL WHERE task_id = ?", (task_id,))
+
     async def dead_servers_processes(self, server_id: str, cutoff: str) -> list[tuple[str, str]]:
         """(marker, server id) of the processes that servers other than ``server_id``, and not
         live, did not end."""
