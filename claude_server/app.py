@@ -34,6 +34,7 @@ from claude_server.claude.probe import probe_cli
 from claude_server.config import ConfigError, Settings
 from claude_server.config_files import ConfigFiles
 from claude_server.deliveries import Deliverer
+from claude_server.forwarding import forwarding_middleware
 from claude_server.gate import Gate, GateSettings
 from claude_server.instance import InstanceLock, server_id
 from claude_server.metrics import Metrics
@@ -160,7 +161,8 @@ def create_app(settings: Settings) -> web.Application:
     # 4. origin_middleware refuses foreign Host names and pages of other origins before
     #    anything looks at credentials or runs a handler (a preflight is answered by
     #    aiohttp_cors's handler, so one it refuses gets no grant);
-    # 5. auth_middleware: who is asking.
+    # 5. auth_middleware: who is asking;
+    # 6. forwarding_middleware: a control message of a turn that runs on another replica goes there.
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -169,6 +171,7 @@ def create_app(settings: Settings) -> web.Application:
             error_middleware,
             origin.origin_middleware,
             auth_middleware,
+            forwarding_middleware,
         ],
     )
     app[SETTINGS] = settings

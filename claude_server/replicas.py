@@ -155,6 +155,22 @@ class Replicas:
                 log.exception("turn %s: could not release session %s", turn.id, sid)
         turn.claimed.clear()
 
+    async def owner_of_turn(self, turn_id: str) -> tuple[str, str | None] | None:
+        """(server id, advertise URL or None when it is gone) of the other server running the
+        turn; None when it runs here, or nowhere."""
+        found = await self.store.turn_server(turn_id)
+        return await self._other(found)
+
+    async def owner_of_session(self, session_id: str) -> tuple[str, str | None] | None:
+        """The same for the server whose turn holds the session."""
+        found = await self.store.session_server(session_id)
+        return await self._other(found)
+
+    async def _other(self, server_id: str | None) -> tuple[str, str | None] | None:
+        if server_id is None or server_id == self.server_id:
+            return None
+        return server_id, await self.store.server_of(server_id, self.cutoff())
+
     async def take_task(self, task_id: str) -> bool:
         """Take a queued task to start it here (see ``store.take_task``)."""
         return await self.store.take_task(task_id, self.server_id, self.cutoff())

@@ -146,6 +146,40 @@ async def test_one_turn_per_session_across_replicas_and_following_elsewhere(
     assert after.last.get("subtype") == "success", after.last
 
 
+async def test_interrupts_and_answers_through_the_other_replica(pair: Pair, http: aiohttp.ClientSession) -> None:
+    first = await run_turn(http, pair.a, {"prompt": "hello"})
+    sid = first.last["session_id"]
+    # A cancel of the turn through b reaches a, which runs it.
+    reader, turn_id = await started(http, pair.a, {"prompt": "[[slow: 30]] long", "session_id": sid})
+    try:
+        async with http.post(f"{pair.b.url}/api/turns/{turn_id}/cancel") as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+        assert body["turn_id"] == turn_id
+        rest = await reader.rest(timeout=15)
+    finally:
+        reader.resp.close()
+    assert rest[-1].json()["code"] == "cancelled", rest[-1]
+    # The session's interrupt through b likewise; the lists of waiting prompts too.
+    reader, turn_id = await started(http, pair.a, {"prompt": "[[slow: 30]] long", "session_id": sid})
+    try:
+        assert await get_json(http, f"{pair.b.url}/api/turns/{turn_id}/permissions") == {"permissions": []}
+        async with http.post(f"{pair.b.url}/api/sessions/{sid}/interrupt") as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+        assert body["turn_id"] == turn_id
+        rest = await reader.rest(timeout=15)
+    finally:
+        reader.resp.close()
+    assert rest[-1].json()["code"] == "cancelled", rest[-1]
+    row = await get_json(http, f"{pair.b.url}/api/turns/{turn_id}")
+    assert row["status"] == "cancelled"
+    # Nothing runs any more: b answers itself.
+    async with http.post(f"{pair.b.url}/api/turns/{turn_id}/cancel") as resp:
+        assert resp.status == 409
+        assert (await resp.json())["error"]["code"] == "not_running"
+
+
 async def test_a_replica_killed_mid_turn(pair: Pair, http: aiohttp.ClientSession) -> None:
     first = await run_turn(http, pair.a, {"prompt": "hello"})
     sid = first.last["session_id"]
@@ -158,6 +192,11 @@ async def test_a_replica_killed_mid_turn(pair: Pair, http: aiohttp.ClientSession
         pair.a.proc.wait(10)
         reader.resp.close()
         killed_at = time.monotonic()
+        # Its lease still runs: a cancel through b is sent on to a, which does not answer.
+        async with http.post(f"{pair.b.url}/api/turns/{turn_id}/cancel") as resp:
+            body = await resp.json()
+            assert resp.status == 502, body
+        assert body["error"]["code"] == "replica_unreachable"
         # b refuses the session while the dead replica's lease runs ...
         resp = await post(http, pair.b, {"prompt": "too soon", "session_id": sid})
         async with resp:

@@ -65,6 +65,18 @@ class ReplicaQueries:
         )
         return str(found) if found is not None else None
 
+    async def turn_server(self, turn_id: str) -> str | None:
+        """The server of an unfinished turn."""
+        found = await self.db.fetchval(
+            "SELECT server_id FROM turns WHERE turn_id = ? AND status IN ('queued', 'running')", (turn_id,)
+        )
+        return str(found) if found is not None else None
+
+    async def session_server(self, session_id: str) -> str | None:
+        """The server whose turn holds the session."""
+        found = await self.db.fetchval("SELECT server_id FROM session_claims WHERE session_id = ?", (session_id,))
+        return str(found) if found is not None else None
+
     async def running_turns_by_server(self) -> dict[str, list[dict[str, Any]]]:
         rows = await self.db.fetchall(
             "SELECT turn_id, session_id, status, started_at, server_id FROM turns "
