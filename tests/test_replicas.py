@@ -7,11 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiohttp.test_utils import make_mocked_request
 
+from claude_server.appkeys import STORE
 from claude_server.claude.reaper import Reaper
 from claude_server.errors import Conflict
+from claude_server.forwarding import FORWARDED, target
 from claude_server.replicas import Replicas, host_of
 from claude_server.store import Store, TaskRow, now_iso
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.backends
 
@@ -160,3 +164,44 @@ async def test_session_ran_elsewhere(store: Store) -> None:
 
 def test_host_of_a_server_id() -> None:
     assert host_of("my-host:1234:abcd1234") == "my-host"
+
+
+async def test_a_control_message_for_a_gone_replica_is_a_503(client) -> None:  # type: ignore[no-untyped-def]
+    store: Store = client.app[STORE]
+    await store.register_replica("h:9:gone", "gone", "http://127.0.0.1:9")
+    await expire(store, "h:9:gone")
+    await store.insert_turn(
+        "t-gone", session_id=None, prompt="p", options={}, workspace_path="/w", detach=True, server_id="h:9:gone"
+    )
+    resp = await client.post("/api/turns/t-gone/cancel")
+    body = await resp.json()
+    assert resp.status == 503, body
+    assert body["error"]["code"] == "replica_gone"
+    assert resp.headers["Retry-After"] == "30"
+    # A live replica that does not answer: 502.
+    await store.register_replica("h:8:mute", "mute", f"http://127.0.0.1:{free_port()}")
+    await store.insert_turn(
+        "t-mute", session_id=None, prompt="p", options={}, workspace_path="/w", detach=True, server_id="h:8:mute"
+    )
+    resp = await client.post("/api/turns/t-mute/cancel")
+    body = await resp.json()
+    assert resp.status == 502, body
+    assert body["error"]["code"] == "replica_unreachable"
+    # A turn that runs nowhere is answered here.
+    resp = await client.post("/api/turns/t-nowhere/cancel")
+    assert resp.status == 404
+
+
+def test_which_requests_are_control_messages() -> None:
+    def of(method: str, path: str, forwarded: bool = False) -> tuple[str, str] | None:
+        headers = {FORWARDED: "1"} if forwarded else {}
+        return target(make_mocked_request(method, path, headers=headers))
+
+    assert of("POST", "/api/turns/t1/cancel") == ("turn", "t1")
+    assert of("POST", "/api/turns/t1/permissions/r1") == ("turn", "t1")
+    assert of("GET", "/api/turns/t1/questions") == ("turn", "t1")
+    assert of("POST", "/api/sessions/s1/interrupt") == ("session", "s1")
+    assert of("DELETE", "/api/sessions/s1") == ("session", "s1")
+    assert of("GET", "/api/sessions/s1") is None
+    assert of("GET", "/api/turns/t1/events") is None
+    assert of("POST", "/api/turns/t1/cancel", forwarded=True) is None
