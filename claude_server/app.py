@@ -36,7 +36,7 @@ from claude_server.config_files import ConfigFiles
 from claude_server.deliveries import Deliverer
 from claude_server.forwarding import forwarding_middleware
 from claude_server.gate import Gate, GateSettings
-from claude_server.instance import InstanceLock, server_id
+from claude_server.instance import DatabaseInUse, InstanceLock, in_use_message, server_id
 from claude_server.metrics import Metrics
 from claude_server.middleware import auth_middleware, error_middleware, on_response_prepare, request_id_middleware
 from claude_server.openapi.served import OpenApiDocument
@@ -61,6 +61,9 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     lock = None if settings.db_is_url or settings.replica_id else InstanceLock.acquire(settings.db_file)
     try:
         store = await Store.open(settings.database)
+        if not await store.db.lock_instance():
+            await store.close()
+            raise DatabaseInUse(in_use_message(store.db.where))
     except BaseException:
         if lock is not None:
             lock.release()

@@ -22,7 +22,7 @@ from aiohttp import web
 from claude_server import __version__, config, connections, logs
 from claude_server.app import create_app
 from claude_server.appkeys import RELOADER
-from claude_server.instance import DatabaseInUse, InstanceLock
+from claude_server.instance import DatabaseInUse, InstanceLock, in_use_message
 from claude_server.reload import ReloadRefused
 from claude_server.sessions import Sessions
 from claude_server.store import DatabaseUnavailable, KeyExists, Store
@@ -340,7 +340,11 @@ async def manage_keys(settings: config.Settings, args: argparse.Namespace) -> in
 async def reach_database(database: Path | str) -> None:
     """Open (and migrate) the database once: ``DatabaseUnavailable`` says why it cannot be."""
     store = await Store.open(database)
-    await store.close()
+    try:
+        if not await store.db.lock_instance():
+            raise DatabaseInUse(in_use_message(store.db.where))
+    finally:
+        await store.close()
 
 
 def where(settings: config.Settings) -> str:

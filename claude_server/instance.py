@@ -27,6 +27,13 @@ class DatabaseInUse(Exception):
     """Another server holds the database."""
 
 
+def in_use_message(database: str, holder: str = "") -> str:
+    return (
+        f"database {database} is in use by another claude-server{holder}; stop it, or start this one "
+        "with another --db (or --data-dir)"
+    )
+
+
 def server_id() -> str:
     """This process's identity in the turns it records: host, pid and a random part (a pid
     alone repeats after a reboot or in another container)."""
@@ -59,10 +66,7 @@ class InstanceLock:
             holder = os.pread(fd, 512, 0).decode(errors="replace").split()
             os.close(fd)
             pid = holder[0] if holder else "unknown"
-            raise DatabaseInUse(
-                f"database {db_file} is in use by another claude-server (pid {pid}); stop it, or start this one "
-                "with another --db (or --data-dir)"
-            ) from None
+            raise DatabaseInUse(in_use_message(str(db_file), f" (pid {pid})")) from None
         except BaseException:
             os.close(fd)
             raise

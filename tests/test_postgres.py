@@ -257,6 +257,17 @@ async def test_the_server_and_its_commands_run_on_postgres(
             r = await http.get(f"{server.url}/api/sessions/{sid}", headers=auth)
             assert r.status == 200 and (await r.json())["turn_count"] == 1
         assert f"database {url}, workspaces in" in server.log_text()
+        # One server per database, as with SQLite: a second one refuses to start.
+        second = await asyncio.to_thread(
+            run_cli,
+            tmp_path,
+            "--port",
+            "0",
+            env={"CLAUDE_SERVER_DB": url, "CLAUDE_SERVER_WORKSPACE_ROOT": str(tmp_path)},
+        )
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [second.stderr.strip()]
+        assert f"database {url} is in use by another claude-server" in second.stderr
     finally:
         await asyncio.to_thread(stop_server, server)
     listed = await asyncio.to_thread(run_cli, tmp_path, "keys", "list", "--db", url)
@@ -275,3 +286,17 @@ async def test_a_database_that_is_not_utf8_is_refused(postgres_server: PostgresS
     with pytest.raises(DatabaseUnavailable, match="is encoded in SQL_ASCII; the server needs a UTF8 database"):
         await Store.open(url)
     await postgres_server.drop_database(url)
+
+
+async def test_one_store_at_a_time_holds_the_server_lock(postgres_server: PostgresServer) -> None:
+    url = await postgres_server.new_database()
+    first, second = await Store.open(url), await Store.open(url)
+    try:
+        assert await first.db.lock_instance() is True
+        assert await first.db.lock_instance() is True
+        assert await second.db.lock_instance() is False
+        await first.close()
+        assert await second.db.lock_instance() is True
+    finally:
+        await first.close()
+        await second.close()

@@ -99,6 +99,11 @@ class Database(Protocol):
 
     async def close(self) -> None: ...
 
+    async def lock_instance(self) -> bool:
+        """Make this process the database's one server until ``close``; False when another
+        server is. SQLite's lock is a file beside the database (``instance.py``), so it says True."""
+        ...
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement; returns how many rows it changed."""
         ...

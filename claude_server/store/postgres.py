@@ -43,6 +43,8 @@ POOL_MAX = 10
 CONNECT_TIMEOUT_S = 10.0
 # pg_advisory_xact_lock key of the migrations runner ("claude-s" in ASCII).
 MIGRATIONS_LOCK = 0x636C617564652D73
+# pg_try_advisory_lock key a server holds for its life ("claude-i").
+INSTANCE_LOCK = 0x636C617564652D69
 
 
 def _rowcount(status: str) -> int:
@@ -125,6 +127,7 @@ class PostgresDatabase:
         self.url = url
         self._pool = pool
         self.dialect: Dialect = dialect
+        self._lock_conn: asyncpg.Connection | None = None
 
     @classmethod
     async def open(cls, url: str, *, migrations: Path | None = None) -> PostgresDatabase:
@@ -153,7 +156,23 @@ class PostgresDatabase:
         return redacted(self.url)
 
     async def close(self) -> None:
+        if self._lock_conn is not None:
+            await self._lock_conn.close()
+            self._lock_conn = None
         await self._pool.close()
+
+    async def lock_instance(self) -> bool:
+        """Take the database's server lock (a session advisory lock on a connection of its own,
+        held until ``close``; PostgreSQL lets go of it when the connection dies, so a crash
+        leaves it free); False when another server holds it."""
+        if self._lock_conn is not None:
+            return True
+        conn = await asyncpg.connect(self.url, timeout=CONNECT_TIMEOUT_S)
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", INSTANCE_LOCK):
+            await conn.close()
+            return False
+        self._lock_conn = conn
+        return True
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with _conflicts():

@@ -186,6 +186,10 @@ class SqliteDatabase:
     def where(self) -> str:
         return str(self.path)
 
+    async def lock_instance(self) -> bool:
+        # The lock of a SQLite database is the file beside it (instance.py), taken before.
+        return True
+
     # ---- writes ------------------------------------------------------------------------
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement; returns how many rows it changed."""
