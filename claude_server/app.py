@@ -61,7 +61,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     lock = None if settings.db_is_url or settings.replica_id else InstanceLock.acquire(settings.db_file)
     try:
         store = await Store.open(settings.database)
-        if not await store.db.lock_instance():
+        # Named replicas share the database (see replicas): no lock on it.
+        if not settings.replica_id and not await store.db.lock_instance():
             await store.close()
             raise DatabaseInUse(in_use_message(store.db.where))
     except BaseException:
