@@ -87,7 +87,7 @@ class Broker:
     async def open(self) -> None:
         """Record this replica, clean up after a previous process, start recording events."""
         await self.replicas.register()
-        await recover(self.store, self.reaper, self.workspaces, self.settings.server_id, self.replicas.cutoff())
+        await recover(self.store, self.reaper, self.workspaces, self.settings.server_id, self.replicas.spared())
         self.recorder.start()
         self.replicas.start()
 

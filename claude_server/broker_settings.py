@@ -26,6 +26,7 @@ class BrokerSettings:
     replica_name: str = ""  # "": the server id
     replica_url: str = ""
     lease_s: float = 30.0
+    shared: bool = False  # a named replica: other live servers may share the database
 
     @classmethod
     def of(cls, settings: Settings, server_id: str) -> BrokerSettings:
@@ -43,4 +44,5 @@ class BrokerSettings:
             replica_name=settings.replica_name,
             replica_url=settings.replica_url,
             lease_s=settings.lease_seconds,
+            shared=bool(settings.replica_id),
         )

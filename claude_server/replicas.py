@@ -47,7 +47,10 @@ def host_of(server_id: str) -> str:
 
 
 class Replicas:
-    def __init__(self, store: Store, reaper: Reaper, server_id: str, name: str, url: str, lease_s: float) -> None:
+    def __init__(
+        self, store: Store, reaper: Reaper, server_id: str, name: str, url: str, lease_s: float, shared: bool = True
+    ) -> None:
+        self.shared = shared
         self.store = store
         self.reaper = reaper
         self.server_id = server_id
@@ -59,15 +62,23 @@ class Replicas:
     @classmethod
     def of(cls, settings: BrokerSettings, store: Store, reaper: Reaper) -> Replicas:
         name = settings.replica_name or settings.server_id
-        return cls(store, reaper, settings.server_id, name, settings.replica_url, settings.lease_s)
+        return cls(store, reaper, settings.server_id, name, settings.replica_url, settings.lease_s, settings.shared)
 
     def cutoff(self) -> str:
         """Servers whose heartbeat is older than this are gone."""
         return now_iso(datetime.now(UTC) - timedelta(seconds=self.lease_s))
 
+    def spared(self) -> str | None:
+        """What restart recovery spares: the turns of live replicas when the database is
+        shared; nothing when this server holds the one-server lock (every other server that
+        recorded turns is gone, whatever its last heartbeat says)."""
+        return self.cutoff() if self.shared else None
+
     async def register(self) -> None:
         """Record this server; earlier runs of this replica are gone from now on."""
         earlier = await self.store.register_replica(self.server_id, self.name, self.url)
+        if not self.shared:  # this server holds the one-server lock: every other one is gone
+            await self.store.forget_other_servers(self.server_id)
         if earlier:
             log.info("replica %s starts again; its earlier run(s) %s are gone", self.name, ", ".join(earlier))
 

@@ -205,3 +205,19 @@ def test_which_requests_are_control_messages() -> None:
     assert of("GET", "/api/sessions/s1") is None
     assert of("GET", "/api/turns/t1/events") is None
     assert of("POST", "/api/turns/t1/cancel", forwarded=True) is None
+
+
+async def test_a_server_alone_on_its_database_takes_every_other_for_gone(store: Store) -> None:
+    await store.register_replica("h:1:old", "h:3000", "http://h:3000")
+    await store.claim_session("s1", "t-old", "h:1:old", ago(LEASE_S))
+    reaper = Reaper()
+    try:
+        alone = Replicas(store, reaper, "h:2:new", "h:3001", "http://h:3001", LEASE_S, shared=False)
+        assert alone.spared() is None  # restart recovery interrupts every other server's turns
+        await alone.register()
+        assert await live_ids(store) == ["h:3001"]
+        assert await store.claim_session("s1", "t-new", "h:2:new", ago(LEASE_S)) is None
+        shared = Replicas(store, reaper, "h:3:c", "c", "http://h:3002", LEASE_S)
+        assert shared.spared() is not None
+    finally:
+        reaper.close()

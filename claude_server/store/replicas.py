@@ -37,6 +37,12 @@ class ReplicaQueries:
             )
         return earlier
 
+    async def forget_other_servers(self, server_id: str) -> None:
+        """Remove every other server's row and claims (one server holds the database)."""
+        async with self.db.transaction() as tx:
+            await tx.execute("DELETE FROM session_claims WHERE server_id != ?", (server_id,))
+            await tx.execute("DELETE FROM replicas WHERE server_id != ?", (server_id,))
+
     async def heartbeat(self, server_id: str) -> bool:
         """Renew this server's lease; False when its row is gone (another replica took it for
         dead), and the caller registers again."""
