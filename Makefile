@@ -65,6 +65,7 @@ bench: setup
 	$(PY) bench/forwarding.py
 	$(PY) bench/load.py
 	$(PY) bench/warm.py
+	$(PY) bench/replicas.py
 
 clean:
 	rm -rf $(VENV) node_modules

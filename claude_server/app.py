@@ -34,6 +34,7 @@ from claude_server.claude.probe import probe_cli
 from claude_server.config import ConfigError, Settings
 from claude_server.config_files import ConfigFiles
 from claude_server.deliveries import Deliverer
+from claude_server.forwarding import forwarding_middleware
 from claude_server.gate import Gate, GateSettings
 from claude_server.instance import DatabaseInUse, InstanceLock, in_use_message, server_id
 from claude_server.metrics import Metrics
@@ -55,11 +56,13 @@ log = logging.getLogger(__name__)
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    # A PostgreSQL database has no file to lock beside it.
-    lock = None if settings.db_is_url else InstanceLock.acquire(settings.db_file)
+    # A PostgreSQL database has no file to lock beside it; named replicas share one SQLite
+    # file on one machine (their recovery spares each other's turns, see replicas).
+    lock = None if settings.db_is_url or settings.replica_id else InstanceLock.acquire(settings.db_file)
     try:
         store = await Store.open(settings.database)
-        if not await store.db.lock_instance():
+        # Named replicas share the database (see replicas): no lock on it.
+        if not settings.replica_id and not await store.db.lock_instance():
             await store.close()
             raise DatabaseInUse(in_use_message(store.db.where))
     except BaseException:
@@ -162,7 +165,8 @@ def create_app(settings: Settings) -> web.Application:
     # 4. origin_middleware refuses foreign Host names and pages of other origins before
     #    anything looks at credentials or runs a handler (a preflight is answered by
     #    aiohttp_cors's handler, so one it refuses gets no grant);
-    # 5. auth_middleware: who is asking.
+    # 5. auth_middleware: who is asking;
+    # 6. forwarding_middleware: a control message of a turn that runs on another replica goes there.
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[
@@ -171,6 +175,7 @@ def create_app(settings: Settings) -> web.Application:
             error_middleware,
             origin.origin_middleware,
             auth_middleware,
+            forwarding_middleware,
         ],
     )
     app[SETTINGS] = settings

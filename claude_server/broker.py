@@ -39,6 +39,7 @@ from claude_server.provider_routing import ProviderRouting
 from claude_server.providers import Providers
 from claude_server.recorder import Recorder
 from claude_server.recovery import recover
+from claude_server.replicas import Replicas
 from claude_server.store import Store, TurnRow
 from claude_server.turn import Subscription, Turn
 from claude_server.turn_end import log_end, record_end
@@ -81,15 +82,14 @@ class Broker:
         self.supply = CliSupply(settings, store, self.reaper, self.metrics, cli)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self.replicas = Replicas.of(settings, store, self.reaper)
 
     async def open(self) -> None:
-        """Clean up after a previous process, then start recording events."""
-        await self.recover()
+        """Record this replica, clean up after a previous process, start recording events."""
+        await self.replicas.register()
+        await recover(self.store, self.reaper, self.workspaces, self.settings.server_id, self.replicas.spared())
         self.recorder.start()
-
-    async def recover(self) -> None:
-        """Clean up after a server that is gone (see ``recovery``)."""
-        await recover(self.store, self.reaper, self.workspaces, self.settings.server_id)
+        self.replicas.start()
 
     # ---- starting ----------------------------------------------------------------------
     def deleting(self, session_id: str) -> contextlib.AbstractContextManager[None]:
@@ -164,6 +164,7 @@ class Broker:
             self.routing.choose(turn)
             if session is not None and conversation_id is not None and session.conversation_id is None:
                 await self.store.bind_conversation(session.session_id, conversation_id)
+            await self.replicas.claim(turn)  # 409 while another replica runs a turn on it
             await self.store.insert_turn(
                 turn.id,
                 session_id=options.session_id,
@@ -349,6 +350,7 @@ class Broker:
         try:
             await record_session(self.store, turn, sid)
             await self.routing.session_recorded(turn, sid)
+            await self.replicas.claim(turn, sid)
         except Exception:
             log.exception("turn %s: could not record session %s", turn.id, sid)
         turn.session_id = sid
@@ -448,6 +450,7 @@ class Broker:
         # Into the pool before the session is free: a turn waiting for it takes this CLI.
         kept = live is not None and self.supply.keeps(turn, live, self._closing) and self.supply.keep(live)
         self._release(turn)
+        await self.replicas.release(turn, self.running_on)
         turn.finish(status)
         turn.log.close()
         log_end(turn, status, duration_ms)
@@ -471,7 +474,7 @@ class Broker:
 
     def follow(self, row: TurnRow, after: int) -> Subscription:
         """A subscription to a turn from seq ``after``: live while it runs, else its record."""
-        return Subscription(self.store, row.turn_id, after, live=self.turns.get(row.turn_id), last_seq=row.last_seq)
+        return Subscription.of_row(self.store, row, after, self.turns.get(row.turn_id))
 
     async def shutdown(self) -> None:
         """Refuse new turns, end the running and queued ones (their followers hear
@@ -486,6 +489,7 @@ class Broker:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         warm = await self.supply.close()
         await self.recorder.close()
+        await self.replicas.close()
         self.reaper.close()
         log.info(
             "shutdown: ended %d running turn(s) and %d warm CLI(s) in %.1fs",

@@ -23,6 +23,10 @@ class BrokerSettings:
     max_warm: int = 8
     permission_timeout_s: float = 600.0
     server_id: str = ""
+    replica_name: str = ""  # "": the server id
+    replica_url: str = ""
+    lease_s: float = 30.0
+    shared: bool = False  # a named replica: other live servers may share the database
 
     @classmethod
     def of(cls, settings: Settings, server_id: str) -> BrokerSettings:
@@ -37,4 +41,8 @@ class BrokerSettings:
             max_warm=settings.max_warm,
             permission_timeout_s=settings.permission_timeout_s,
             server_id=server_id,
+            replica_name=settings.replica_name,
+            replica_url=settings.replica_url,
+            lease_s=settings.lease_seconds,
+            shared=bool(settings.replica_id),
         )

@@ -248,8 +248,8 @@ def serve(settings: config.Settings) -> None:
     # bind, let alone recover (kill) the first one's turns. Held until the process exits.
     try:
         if settings.db_is_url:
-            asyncio.run(reach_database(settings.database))
-        else:
+            asyncio.run(reach_database(settings.database, lock=not settings.replica_id))
+        elif not settings.replica_id:  # named replicas share the file (see replicas)
             InstanceLock.acquire(settings.db_file, f"{settings.host}:{settings.port}")
     except (DatabaseInUse, DatabaseUnavailable) as exc:
         log.error("%s", exc)
@@ -339,11 +339,12 @@ async def manage_keys(settings: config.Settings, args: argparse.Namespace) -> in
     return 0
 
 
-async def reach_database(database: Path | str) -> None:
-    """Open (and migrate) the database once: ``DatabaseUnavailable`` says why it cannot be."""
+async def reach_database(database: Path | str, lock: bool = True) -> None:
+    """Open (and migrate) the database once: ``DatabaseUnavailable`` says why it cannot be;
+    with ``lock``, ``DatabaseInUse`` when another server holds it."""
     store = await Store.open(database)
     try:
-        if not await store.db.lock_instance():
+        if lock and not await store.db.lock_instance():
             raise DatabaseInUse(in_use_message(store.db.where))
     finally:
         await store.close()

@@ -91,6 +91,12 @@ class CliSupply:
             if options.session_id is not None and self.pool.enabled:
                 self.pool.count(hit=False)
             return None
+        if await self.store.ran_elsewhere(options.session_id, turn.id, self.settings.server_id):
+            # Another replica ran a turn of the session since: this CLI's history is behind.
+            log.info("turn %s: its session ran on another replica since its warm CLI; starting anew", turn.id)
+            await self.retire(live)
+            self.pool.count(hit=False)
+            return None
         if live.fixed != self._fixed(turn) or (live.model is not None and options.model is None):
             log.info("turn %s: options changed since the warm CLI of its session started; starting anew", turn.id)
             await self.retire(live)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any
 
 from claude_server.compat.models import DEFAULT_MODELS
 from claude_server.settings_file import file_of, read_settings_file
-from claude_server.settings_options import GROUPS, OPTIONS
+from claude_server.settings_options import GROUPS
+from claude_server.settings_options import OPTIONS as SERVER_OPTIONS
+from claude_server.settings_replicas import REPLICA_OPTIONS
 from claude_server.settings_values import (
     DATA_DIR_NAME,
     MIB,
@@ -28,6 +31,9 @@ from claude_server.settings_values import (
     _seconds_or_off,
     _size,
 )
+
+# Every setting (the replica settings live in a module of their own).
+OPTIONS = SERVER_OPTIONS + REPLICA_OPTIONS
 
 __all__ = ["GROUPS", "ConfigError", "MIB", "OPTIONS", "Settings", "add_arguments", "attach_boolean_values", "load"]
 
@@ -88,6 +94,9 @@ class Settings:
     webhook_timeout_s: float = 10.0
     webhook_retries: int = 5
     webhook_allow_private: bool = False
+    replica_id: str = ""  # "": <host name>:<port> (see replica_name)
+    advertise_url: str = ""  # "": http://<host>:<port>
+    lease_seconds: float = 30.0
     # The settings a flag or a variable gave: a settings file (and its reload) does not change them.
     pinned: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     # The environment the CLI's own environment is filtered from (see claude.environment).
@@ -137,6 +146,20 @@ class Settings:
     def db_file(self) -> Path:
         """The SQLite file (meaningless when ``db_is_url``)."""
         return Path(self.db_path).resolve() if self.db_path else self.data_dir_path / "sessions.db"
+
+    @property
+    def replica_name(self) -> str:
+        """This server's name among replicas: the one set, else host name and port."""
+        return self.replica_id or f"{socket.gethostname()}:{self.port}"
+
+    @property
+    def replica_url(self) -> str:
+        """Where other replicas reach this one: the URL set, else ``http://<host>:<port>``
+        (the host name when it listens on every address)."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     @property
     def db_is_url(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 from claude_server.claude import events
@@ -20,12 +21,20 @@ from claude_server.workspaces import Workspaces
 log = logging.getLogger(__name__)
 
 
-async def recover(store: Store, reaper: Reaper, workspaces: Workspaces, server_id: str) -> list[TurnRow]:
+async def recover(
+    store: Store, reaper: Reaper, workspaces: Workspaces, server_id: str, live_since: str | None = None
+) -> list[TurnRow]:
     """Clean up after servers that are gone (only those: one server owns a database, see
-    ``instance``); returns the turns it marked interrupted."""
+    ``instance``, or, with ``live_since``, the replicas whose heartbeat is older than it, and
+    of their processes those on this host; see ``replicas``); returns the turns it marked
+    interrupted."""
     error = TurnError(StopCode.INTERRUPTED, "The server stopped while this turn was running")
-    rows = await store.interrupt_unfinished(error.to_json(), server_id)
-    markers = await store.unended_processes(server_id)
+    rows = await store.interrupt_unfinished(error.to_json(), server_id, live_since)
+    if live_since is None:
+        markers = await store.unended_processes(server_id)
+    else:
+        found = await store.dead_servers_processes(server_id, live_since)
+        markers = [marker for marker, server in found if server.rsplit(":", 2)[0] == socket.gethostname()]
     if not rows and not markers:
         return rows
     killed = await reaper.sweep(markers)

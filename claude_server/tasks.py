@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
 # A task the server died running runs again at most this many times in all.
 MAX_ATTEMPTS = 2
+# How often the queued tasks are read again from the database: those submitted to another
+# replica start on this one when it has a spare slot (taking one is atomic: store.take_task).
+POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Tasks:
         self._follows: dict[str, asyncio.Task[None]] = {}  # task id -> what waits for its turn's end
         self._seq = 0
         self._drain: asyncio.Task[None] | None = None
+        self._poll: asyncio.Task[None] | None = None
         self._again = False
         self._closing = False
 
@@ -106,16 +110,37 @@ class Tasks:
         self._seq = await self.store.max_task_seq()
         for row in await self.store.tasks_with_status("running"):
             await self._recover(row)
-        for row in await self.store.tasks_with_status("queued"):
-            self._queued[row.task_id] = row
+        await self.refresh()
+        self._poll = asyncio.get_running_loop().create_task(self._polling(), name="tasks-poll")
         self.broker.gate.admission.on_spare = self.kick
         self.broker.metrics.watch_tasks(self.stats)
         if self._queued:
             log.info("%d queued task(s) waiting", len(self._queued))
         self.kick()
 
+    async def refresh(self) -> None:
+        """The queued tasks as the database has them: those submitted to other replicas too,
+        without those another replica took (or cancelled) meanwhile."""
+        queued = {row.task_id: row for row in await self.store.tasks_with_status("queued")}
+        for task_id in [t for t in self._queued if t not in queued]:
+            del self._queued[task_id]
+        for task_id, row in queued.items():
+            self._queued.setdefault(task_id, row)
+
+    async def _polling(self) -> None:
+        """Every ``POLL_S``: tasks queued through other replicas start here when a slot is spare."""
+        while not self._closing:
+            await asyncio.sleep(POLL_S)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("could not read the queued tasks")
+            self.kick()
+
     async def _recover(self, row: TaskRow) -> None:
         turn = await self.store.get_turn(row.turn_id) if row.turn_id else None
+        if turn is not None and turn.status in ("queued", "running"):
+            return  # its turn runs on another replica (recovery ended this server's own)
         if turn is not None and turn.status not in ("queued", "running", "interrupted"):
             # It ended, and the server died before the task recorded it.
             await self._record(row, turn.status, turn.session_id, None, turn.cost_usd, turn.usage, turn.error)
@@ -131,6 +156,9 @@ class Tasks:
     async def close(self) -> None:
         """After the broker ended the running turns: wait until their tasks recorded it."""
         self.stop()
+        if self._poll is not None:
+            self._poll.cancel()
+            await asyncio.gather(self._poll, return_exceptions=True)
         if self._drain is not None:
             await asyncio.gather(self._drain, return_exceptions=True)
         await asyncio.gather(*list(self._follows.values()), return_exceptions=True)
@@ -238,6 +266,18 @@ class Tasks:
         options = TurnOptions.from_json(request["options"])
         if row.session_id and options.session_id != row.session_id:  # it resumes what it started
             options = TurnOptions.from_json({**request["options"], "session_id": row.session_id})
+        if not await self.broker.replicas.take_task(row.task_id):  # another replica took it
+            self._queued.pop(row.task_id, None)
+            return True
+        try:
+            return await self._start_taken(row, options)
+        except BaseException:
+            await self.store.untake_task(row.task_id)
+            raise
+
+    async def _start_taken(self, row: TaskRow, options: TurnOptions) -> bool:
+        """Start a task this replica took; False (and queued again) when no slot is spare."""
+        request = row.request
         principal = await self._principal_of(row.owner)
         if principal is None:
             self._queued.pop(row.task_id, None)
@@ -255,8 +295,11 @@ class Tasks:
                 spawn_retries=self.settings.spawn_retries,
             )
         except NoSpareSlot:
+            await self.store.untake_task(row.task_id)
             return False
         except ApiError as exc:
+            if exc.code in ("session_busy", "shutting_down", "no_provider"):
+                await self.store.untake_task(row.task_id)
             if exc.code == "session_busy":  # an interactive turn runs on its session: later
                 return True
             if exc.code == "shutting_down":
@@ -318,6 +361,7 @@ class Tasks:
             if session_id and not row.session_id:
                 await self.store.set_task_session(row.task_id, session_id)
             await self.store.requeue_task(row.task_id)
+            await self.store.untake_task(row.task_id)
             log.info("task %s was interrupted; queued again (attempt %d)", row.task_id, row.attempts + 1)
             fresh = await self.store.get_task(row.task_id)
             if fresh is not None and not self._closing:

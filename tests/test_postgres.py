@@ -93,6 +93,9 @@ async def fill(path: Path) -> None:
         await store.record_attempt("d0", 1, 500, "boom", 3.5, 9.0, "pending")
         await store.move_provider("s1", "t1", None, "p2", "failover")
         await store.bind_provider("s2", "p1")
+        await store.register_replica("srv", "a", "http://h:3000")
+        await store.claim_session("s1", "t1", "srv", "2026-01-01T00:00:00.000Z")
+        await store.take_task("task1", "srv", "2026-01-01T00:00:00.000Z")
     finally:
         await store.close()
 

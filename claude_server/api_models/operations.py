@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from claude_server.api_models.base import ApiModel
+from claude_server.api_models.replicas import ReplicaInfo
 
 
 class CliInfo(ApiModel):
@@ -25,6 +26,7 @@ class CredentialsInfo(ApiModel):
 
 class DatabaseInfo(ApiModel):
     ok: bool
+    backend: Literal["sqlite", "postgres"]
 
 
 class WarmPoolInfo(ApiModel):
@@ -61,7 +63,12 @@ class Health(ApiModel):
                         "warning": None,
                     },
                     "credentials": {"found": True, "source": "ANTHROPIC_API_KEY"},
-                    "database": {"ok": True},
+                    "database": {"ok": True, "backend": "sqlite"},
+                    "replica": {
+                        "id": "host-a:3000",
+                        "server_id": "host-a:4121:1f2e3d4c",
+                        "advertise_url": "http://host-a:3000",
+                    },
                     "running_turns": 1,
                     "max_concurrent": 4,
                     "queue_length": 0,
@@ -89,6 +96,7 @@ class Health(ApiModel):
     cli: CliInfo
     credentials: CredentialsInfo | None
     database: DatabaseInfo
+    replica: ReplicaInfo
     running_turns: int
     max_concurrent: int
     queue_length: int

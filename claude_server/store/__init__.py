@@ -2,7 +2,7 @@
 see ``database.py``).
 
 ``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
-exchanges, CLI processes, background tasks and their webhook deliveries, providers); nothing outside
+exchanges, CLI processes, background tasks and their webhook deliveries, providers, replicas); nothing outside
 this package runs SQL.
 """
 
@@ -19,6 +19,7 @@ from claude_server.store.events import EventQueries
 from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
 from claude_server.store.processes import ProcessQueries
 from claude_server.store.providers import ProviderQueries
+from claude_server.store.replicas import ReplicaQueries
 from claude_server.store.rows import (
     KeyRow,
     SessionRow,
@@ -64,6 +65,7 @@ class Store(
     TaskQueries,
     DeliveryQueries,
     ProviderQueries,
+    ReplicaQueries,
 ):
     """Typed access to every table. ``await Store.open(path_or_url)``; ``await store.close()``."""
 

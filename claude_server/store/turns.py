@@ -16,6 +16,9 @@ STAT_GROUPS = {
     "provider": "coalesce(provider_id, '')",
 }
 
+# The turns of servers that are not live replicas (see ``store/replicas.py``).
+LIVE_ONLY = " AND COALESCE(server_id, '') NOT IN (SELECT server_id FROM replicas WHERE heartbeat_at >= ?)"
+
 
 class TurnQueries:
     db: Database
@@ -138,9 +141,13 @@ class TurnQueries:
         )
         return float(found or 0.0)
 
-    async def interrupt_unfinished(self, error: dict[str, Any], server_id: str) -> list[TurnRow]:
+    async def interrupt_unfinished(
+        self, error: dict[str, Any], server_id: str, live_since: str | None = None
+    ) -> list[TurnRow]:
         """Mark every turn that servers other than ``server_id`` left queued or running as
-        interrupted, and end its event log with an ``error`` event carrying ``error``.
+        interrupted, and end its event log with an ``error`` event carrying ``error``. With
+        ``live_since``, the turns of servers whose replica heartbeat is at or after it (live
+        replicas, see ``store/replicas.py``) are left alone.
 
         The event's seq is one above the highest one stored. Events reach clients only once
         stored, so no client holds that seq for another event."""
@@ -150,8 +157,8 @@ class TurnQueries:
                 TurnRow.of(row)
                 for row in await tx.fetchall(
                     f"SELECT {TURN_COLUMNS} FROM turns WHERE status IN ('queued', 'running') "
-                    "AND COALESCE(server_id, '') != ?",
-                    (server_id,),
+                    "AND COALESCE(server_id, '') != ?" + (LIVE_ONLY if live_since is not None else ""),
+                    (server_id,) if live_since is None else (server_id, live_since),
                 )
             ]
             for row in rows:
@@ -162,7 +169,7 @@ class TurnQueries:
                 await tx.execute(INSERT_CHUNK, (row.turn_id, seq, seq, json.dumps({str(seq): "error"}), data))
                 await tx.execute(
                     "UPDATE turns SET status = 'interrupted', finished_at = ?, error = ?, last_seq = ? "
-                    "WHERE turn_id = ?",
+                    "WHERE turn_id = ? AND status IN ('queued', 'running')",
                     (now_iso(), json.dumps(error), seq, row.turn_id),
                 )
         return rows
