@@ -389,5 +389,5 @@ async def test_stats_match_the_turns_that_ran(keyed: tuple[TestClient, Settings]
 
 async def test_health_reports_admission(client: TestClient) -> None:
     body = await (await client.get("/health")).json()
-    assert body["database"] == {"ok": True}
+    assert body["database"] == {"ok": True, "backend": "sqlite"}
     assert body["max_concurrent"] == 4 and body["queue_length"] == 0 and body["max_queue"] == 100
