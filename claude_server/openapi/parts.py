@@ -156,3 +156,23 @@ def webhook(body: dict[str, Any]) -> dict[str, Any]:
             "responses": {"2XX": {"description": "Delivered"}},
         }
     }
+
+
+# What the OpenAI- and Anthropic-compatible turn routes share: the headers that steer the
+# session, the errors of a turn, and the headers of the answer.
+COMPAT_HEADERS = (
+    Param("X-Claude-Session-Id", "Resume this session"),
+    Param("X-Conversation-Id", "Your own key for the conversation: binds a session, resumes it later"),
+    Param("X-Claude-Agent", "Run the session as this agent"),
+    Param("X-Claude-Mcp-Servers", "Configured MCP servers to start, comma-separated"),
+)
+COMPAT_ERRORS = {
+    400: "A field is wrong, or tools were given (tools_not_supported)",
+    404: "No such model, or session",
+    409: "A turn runs on the session",
+    429: "Rate limit, budget or queue",
+    502: "The CLI failed",
+    503: "The CLI is not installed, or the server is shutting down",
+    504: "The turn ran too long",
+}
+COMPAT_RESPONSE_HEADERS = {"X-Turn-Id": "The turn's id", "X-Claude-Session-Id": "The session, to resume it"}

@@ -13,7 +13,8 @@ from claude_server.compat.content import Outcome, Usage
 from claude_server.compat.conversation import Conversation, Message, conversation, text_of
 from claude_server.compat.errors import anthropic_error
 from claude_server.errors import ApiError
-from claude_server.openapi import Json, Param, doc
+from claude_server.openapi import Json, doc
+from claude_server.openapi.parts import COMPAT_ERRORS, COMPAT_HEADERS, COMPAT_RESPONSE_HEADERS
 from claude_server.openapi.streams import ANTHROPIC_STREAM
 from claude_server.routes.common import answer, chat_request, find_model, parse_body, refuse_tools
 
@@ -132,23 +133,10 @@ class MessageRenderer:
     ),
     request=MessagesRequest,
     request_example={"model": "claude-code", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello"}]},
-    headers=(
-        Param("X-Claude-Session-Id", "Resume this session"),
-        Param("X-Conversation-Id", "Your own key for the conversation: binds a session, resumes it later"),
-        Param("X-Claude-Agent", "Run the session as this agent"),
-        Param("X-Claude-Mcp-Servers", "Configured MCP servers to start, comma-separated"),
-    ),
+    headers=COMPAT_HEADERS,
     responses={200: (Json(AnthropicMessage, "Without stream: the message"), ANTHROPIC_STREAM)},
-    errors={
-        400: "A field is wrong, or tools were given (tools_not_supported)",
-        404: "No such model, or session",
-        409: "A turn runs on the session",
-        429: "Rate limit, budget or queue",
-        502: "The CLI failed",
-        503: "The CLI is not installed, or the server is shutting down",
-        504: "The turn ran too long",
-    },
-    response_headers={"X-Turn-Id": "The turn's id", "X-Claude-Session-Id": "The session, to resume it"},
+    errors=COMPAT_ERRORS,
+    response_headers=COMPAT_RESPONSE_HEADERS,
     error_shape="anthropic",
 )
 async def messages(request: web.Request) -> web.StreamResponse:

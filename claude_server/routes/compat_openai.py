@@ -18,7 +18,8 @@ from claude_server.compat.conversation import Conversation, Message, conversatio
 from claude_server.compat.errors import openai_error
 from claude_server.compat.models import Model, ModelMap
 from claude_server.errors import ApiError, BadRequest
-from claude_server.openapi import Json, Param, doc
+from claude_server.openapi import Json, doc
+from claude_server.openapi.parts import COMPAT_ERRORS, COMPAT_HEADERS, COMPAT_RESPONSE_HEADERS
 from claude_server.openapi.streams import OPENAI_STREAM
 from claude_server.routes.common import answer, chat_request, find_model, parse_body, refuse_tools
 
@@ -193,23 +194,10 @@ async def get_model(request: web.Request) -> web.Response:
     ),
     request=ChatCompletionRequest,
     request_example={"model": "claude-code", "messages": [{"role": "user", "content": "Hello"}], "stream": True},
-    headers=(
-        Param("X-Claude-Session-Id", "Resume this session"),
-        Param("X-Conversation-Id", "Your own key for the conversation: binds a session, resumes it later"),
-        Param("X-Claude-Agent", "Run the session as this agent"),
-        Param("X-Claude-Mcp-Servers", "Configured MCP servers to start, comma-separated"),
-    ),
+    headers=COMPAT_HEADERS,
     responses={200: (Json(ChatCompletion, "Without stream: the completion"), OPENAI_STREAM)},
-    errors={
-        400: "A field is wrong, or tools were given (tools_not_supported)",
-        404: "No such model, or session",
-        409: "A turn runs on the session",
-        429: "Rate limit, budget or queue",
-        502: "The CLI failed",
-        503: "The CLI is not installed, or the server is shutting down",
-        504: "The turn ran too long",
-    },
-    response_headers={"X-Turn-Id": "The turn's id", "X-Claude-Session-Id": "The session, to resume it"},
+    errors=COMPAT_ERRORS,
+    response_headers=COMPAT_RESPONSE_HEADERS,
     error_shape="openai",
 )
 async def chat_completions(request: web.Request) -> web.StreamResponse:
