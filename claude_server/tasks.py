@@ -111,7 +111,8 @@ class Tasks:
         for row in await self.store.tasks_with_status("running"):
             await self._recover(row)
         await self.refresh()
-        self._poll = asyncio.get_running_loop().create_task(self._polling(), name="tasks-poll")
+        if self.broker.replicas.shared:  # alone on its database, every task is submitted here
+            self._poll = asyncio.get_running_loop().create_task(self._polling(), name="tasks-poll")
         self.broker.gate.admission.on_spare = self.kick
         self.broker.metrics.watch_tasks(self.stats)
         if self._queued:
