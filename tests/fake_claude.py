@@ -660,11 +660,12 @@ class Turn:
         extra: dict[str, Any] = {"subtype": "success", "is_error": False, "result": text}
         if s.interactive:
             extra.update({"stop_reason": "end_turn", "terminal_reason": "completed"})
+        if directive(prompt, "die-at-next") is not None:
+            # Before the result: the next message may arrive the instant the result is read.
+            s.die_at_next = True
         self.result(extra)
         if directive(prompt, "die-after-result") is not None:
             return 3
-        if directive(prompt, "die-at-next") is not None:
-            s.die_at_next = True
         if directive(prompt, "hang-after-result") is not None:
             if s.interactive:
                 s.hang_on_eof = True
