@@ -26,12 +26,16 @@ from tests.test_e2e_core import (
     get_json,
     post,
     run_turn,
+    turn_processes_running,
     wait_turn_finished,
 )
 
 pytestmark = pytest.mark.e2e
 
 GONE_TIMEOUT_S = 5.0
+# A process the turn's Bash tool leaves running on its own (new session, no pipes to the CLI).
+ORPHAN_CMDLINE = b"time.sleep(301)"
+ORPHAN_PROMPT = "[[bash: setsid -f python3 -c 'import time; time.sleep(301)' </dev/null >/dev/null 2>&1]]"
 
 
 def echo_count(texts: list[str]) -> int:
@@ -399,13 +403,14 @@ async def test_a_server_killed_with_warm_clis_leaves_none_after_its_restart(
 ) -> None:
     server = await asyncio.to_thread(start_server, tmp_path, fake_api, real_cli_path())
     try:
-        first = await run_turn(http, server, {"prompt": "one"})
+        # The warm CLI leaves a detached process behind: the CLI itself ends when the kill
+        # closes its stdin, so this is what the restart has to find and end.
+        first = await run_turn(http, server, {"prompt": ORPHAN_PROMPT, "dangerously-skip-permissions": True})
         process = await process_of(http, server, first.turn_id)
-        pids = marked_pids(process)
-        assert pids
+        assert await asyncio.to_thread(wait_until, lambda: turn_processes_running(process, ORPHAN_CMDLINE), 10.0)
         server.proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(server.proc.wait, 10)
-        assert any(pid_alive(p) for p in pids)  # orphaned by the kill
+        assert turn_processes_running(process, ORPHAN_CMDLINE)  # orphaned by the kill
     finally:
         await asyncio.to_thread(stop_server, server)
     server = await asyncio.to_thread(start_server, tmp_path, fake_api, real_cli_path())
@@ -413,7 +418,7 @@ async def test_a_server_killed_with_warm_clis_leaves_none_after_its_restart(
         await get_json(http, f"{server.url}/health")
         assert await gone(process)
         again = await run_turn(http, server, {"prompt": "two", "session_id": first.session_id})
-        assert echo_count(again.texts) == 3
+        assert echo_count(again.texts) == 5  # the tool exchange, the answer, then this prompt
     finally:
         await asyncio.to_thread(stop_server, server)
 

@@ -33,6 +33,7 @@ from tests.browser import (
     watched,
 )
 from tests.conftest import RunningServer
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
 # Fixtures used by name.
@@ -170,8 +171,10 @@ def test_a_dropped_connection_is_picked_up_after_the_last_event(watched: Watched
         assert any(len(t) < len(final) for t in seen)
         assert all(final.startswith(t.strip()) for t in seen), seen
         expect(page.locator(".turn-meta").last).not_to_be_empty()
-        # It came back through the turn's event log, after the last event it had.
-        assert f"/api/turns/{turn_id}/events" in keyed_server.log_text()
+        # It came back through the turn's event log, after the last event it had (the access log
+        # line is written once that request has ended, which can be after the page drew the end).
+        logged = lambda: f"/api/turns/{turn_id}/events" in keyed_server.log_text()  # noqa: E731
+        assert wait_until(logged, 10.0)
     finally:
         proxy.close()
 

@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import FAKE_CLI, ROOT, RunningServer, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
-from tests.helpers import SseEvent
+from tests.helpers import SseEvent, wait_until
 from tests.test_e2e_core import run_turn, wait_turn_finished
 
 pytestmark = pytest.mark.e2e
@@ -119,7 +119,10 @@ async def test_eventsource_reads_a_finished_turn_once_and_stops(
     assert seen["ready_state"] == CLOSED, seen
     failures = [e for e in seen["errors"] if e["data"] is None]
     assert failures[-1]["code"] == 204, failures
-    assert access_log(server, turn_id) == [c["status"] for c in connections], server.log_text()[-3000:]
+    # A request's access-log line is written once it has ended, maybe after the client saw it end.
+    statuses = [c["status"] for c in connections]
+    matched = await asyncio.to_thread(wait_until, lambda: access_log(server, turn_id) == statuses, 10.0)
+    assert matched, server.log_text()[-3000:]
 
 
 async def test_a_reconnect_with_the_last_id_of_a_finished_turn_gets_204(
