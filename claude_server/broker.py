@@ -41,7 +41,8 @@ from claude_server.recorder import Recorder
 from claude_server.recovery import recover
 from claude_server.replicas import Replicas
 from claude_server.store import Store, TurnRow
-from claude_server.turn import Subscription, Turn
+from claude_server.subscription import Subscription
+from claude_server.turn import Turn
 from claude_server.turn_end import log_end, record_end
 from claude_server.turn_run import TurnRun
 from claude_server.workspaces import Workspaces

@@ -19,6 +19,10 @@ own ``Occupancy`` then decides: one turn at a time, queue, interrupt), or held b
 that is gone; otherwise the start answers 409 ``session_busy`` naming the turn that holds
 the session, as a single server does. The claim is released when the turn ends, and with
 its server's rows when the server is gone.
+
+On PostgreSQL a shared server also notifies the turns it changes and listens for the turns
+others change, so that a follower here of a turn that runs elsewhere hears of its events at
+once (``store/changes.py``).
 """
 
 from __future__ import annotations
@@ -79,6 +83,8 @@ class Replicas:
         earlier = await self.store.register_replica(self.server_id, self.name, self.url)
         if not self.shared:  # this server holds the one-server lock: every other one is gone
             await self.store.forget_other_servers(self.server_id)
+        elif await self.store.listen_for_changes():
+            log.info("replica %s: followers of other replicas' turns are woken by LISTEN/NOTIFY", self.name)
         if earlier:
             log.info("replica %s starts again; its earlier run(s) %s are gone", self.name, ", ".join(earlier))
 

@@ -19,7 +19,8 @@ from typing import Any
 from aiohttp import web
 
 from claude_server import streaming
-from claude_server.turn import Event, Subscription
+from claude_server.subscription import Subscription
+from claude_server.turn import Event
 
 PING_INTERVAL_S = 15.0
 PING = b": ping\n\n"

@@ -24,7 +24,8 @@ from claude_server.gate import Gate, GateSettings
 from claude_server.outcome import StopCode, TurnStatus
 from claude_server.principal import Principal
 from claude_server.store import Store
-from claude_server.turn import Subscription, kind_of
+from claude_server.subscription import Subscription
+from claude_server.turn import kind_of
 from claude_server.workspaces import Workspaces
 from tests.conftest import FAKE_API_KEY, FAKE_CLI, base_environ
 from tests.helpers import eventually, pid_alive

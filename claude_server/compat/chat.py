@@ -35,7 +35,8 @@ from claude_server.config_files import TurnChoice
 from claude_server.errors import ApiError, BadRequest, Conflict, PayloadTooLarge
 from claude_server.principal import OPEN, Principal
 from claude_server.store import Store
-from claude_server.turn import Subscription, Turn, kind_of
+from claude_server.subscription import Subscription
+from claude_server.turn import Turn, kind_of
 
 log = logging.getLogger(__name__)
 

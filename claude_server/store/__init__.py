@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from claude_server.store.changes import CHANNEL, TurnChanges
 from claude_server.store.compat import CompatQueries
 from claude_server.store.database import Database, is_url, open_database
 from claude_server.store.deliveries import DeliveryQueries
@@ -45,6 +46,7 @@ __all__ = [
     "Store",
     "StoredEvent",
     "TaskRow",
+    "TurnChanges",
     "TurnRow",
     "decode_cursor",
     "default_title",
@@ -72,6 +74,20 @@ class Store(
     def __init__(self, db: Database) -> None:
         self.db = db
         self._pinged: tuple[float, bool] | None = None
+        self.changes = TurnChanges()
+        # Writes that change a turn notify other servers (``store/changes.py``): set by
+        # ``listen_for_changes``, which a server sharing its database calls.
+        self.notifies = False
+
+    async def listen_for_changes(self) -> bool:
+        """Notify the turns this server changes, and hear those other servers change (into
+        ``changes``); False when the database cannot (SQLite: followers poll)."""
+        if self.notifies:  # listening already
+            return True
+        if self.db.dialect.notify is None:
+            return False
+        self.notifies = await self.db.listen(CHANNEL, self.changes.notified, self.changes.listening)
+        return self.notifies
 
     @classmethod
     async def open(cls, target: Path | str) -> Store:

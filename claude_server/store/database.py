@@ -21,7 +21,7 @@ they end with the same tables and columns.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,6 +115,13 @@ class Database(Protocol):
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
 
     async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+
+    async def listen(self, channel: str, on_notify: Callable[[str], None], on_state: Callable[[bool], None]) -> bool:
+        """Hand every notification on ``channel`` to ``on_notify`` (its payload) until
+        ``close``, telling ``on_state`` when listening starts (True) and stops (False), and
+        listening again after a lost connection; False when the database has no
+        notifications (SQLite)."""
+        ...
 
 
 async def open_database(target: Path | str) -> Database:

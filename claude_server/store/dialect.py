@@ -49,6 +49,10 @@ class Dialect:
         """The integer at ``key`` of the JSON object in text ``column`` (NULL when absent)."""
         return f"json_extract({column}, '$.{key}')"
 
+    # A statement that notifies listeners on channel ``?`` with payload ``?`` once its
+    # transaction commits (see ``store/changes.py``); SQLite has none.
+    notify: str | None = None
+
 
 class PostgresDialect(Dialect):
     """PostgreSQL's spelling. ``casefold()`` (PostgreSQL 18) folds like Python's
@@ -68,6 +72,8 @@ class PostgresDialect(Dialect):
 
     def json_int(self, column: str, key: str) -> str:
         return f"(({column})::jsonb ->> '{key}')::bigint"
+
+    notify = "SELECT pg_notify(?, ?)"
 
 
 SQLITE = Dialect()

@@ -9,9 +9,11 @@ by bytes, so a follower of a 150 MB turn holds one page of it, not the turn.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from claude_server.store.database import Database
+from claude_server.store.changes import CHANNEL
+from claude_server.store.database import Database, Transaction
 from claude_server.store.rows import StoredEvent
 
 # Consecutive events of one turn share a row up to about this size.
@@ -27,13 +29,35 @@ MAX_SEQ = 2**63 - 1
 ChunkRow = tuple[str, int, int, str | None, bytes]  # turn_id, first_seq, last_seq, names, data
 
 
-class EventQueries:
-    db: Database
+class Notifier:
+    """Writes that tell other servers which turns they changed (``store/changes.py``)."""
 
+    db: Database
+    notifies: bool
+
+    async def notify_in(self, tx: Transaction, turn_ids: Iterable[str]) -> None:
+        """Tell other servers, once ``tx`` commits, that these turns changed."""
+        if self.notifies and (sql := self.db.dialect.notify) is not None:
+            for turn_id in turn_ids:
+                await tx.execute(sql, (CHANNEL, turn_id))
+
+    async def execute_notifying(self, sql: str, params: Sequence[Any], turn_id: str) -> None:
+        """One write statement that changes ``turn_id``, notified with it."""
+        if not self.notifies:
+            await self.db.execute(sql, params)
+            return
+        async with self.db.transaction() as tx:
+            await tx.execute(sql, params)
+            await self.notify_in(tx, (turn_id,))
+
+
+class EventQueries(Notifier):
     async def insert_chunks(self, rows: Sequence[ChunkRow]) -> None:
-        """Rows of the events table, in one transaction."""
+        """Rows of the events table, in one transaction (that notifies their turns' followers
+        on other servers, see ``store/changes.py``)."""
         async with self.db.transaction() as tx:
             await tx.executemany(INSERT_CHUNK, rows)
+            await self.notify_in(tx, dict.fromkeys(row[0] for row in rows))
 
     async def events(self, turn_id: str, *, after: int = 0, max_bytes: int = CHUNK_BYTES) -> list[StoredEvent]:
         """A turn's events after seq ``after``, about ``max_bytes`` of them (whole events,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import asyncpg
 from claude_server.store.database import Row, migration_files, redacted
 from claude_server.store.dialect import Dialect, PostgresDialect
 from claude_server.store.errors import Conflict, DatabaseUnavailable
+from claude_server.store.pg_listen import Listener
 from claude_server.store.rows import now_iso
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class PostgresDatabase:
         self._pool = pool
         self.dialect: Dialect = dialect
         self._lock_conn: asyncpg.Connection | None = None
+        self._listeners: list[Listener] = []
 
     @classmethod
     async def open(cls, url: str, *, migrations: Path | None = None) -> PostgresDatabase:
@@ -156,6 +158,9 @@ class PostgresDatabase:
         return redacted(self.url)
 
     async def close(self) -> None:
+        for listener in self._listeners:
+            await listener.close()
+        self._listeners.clear()
         if self._lock_conn is not None:
             await self._lock_conn.close()
             self._lock_conn = None
@@ -172,6 +177,13 @@ class PostgresDatabase:
             await conn.close()
             return False
         self._lock_conn = conn
+        return True
+
+    async def listen(self, channel: str, on_notify: Callable[[str], None], on_state: Callable[[bool], None]) -> bool:
+        """Listen on a connection of its own (``store/pg_listen.py``)."""
+        listener = Listener(self.url, channel, on_notify, on_state)
+        listener.start()
+        self._listeners.append(listener)
         return True
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +209,9 @@ class SqliteDatabase:
                 await self._writer.execute("ROLLBACK")
                 raise
             await self._writer.execute("COMMIT")
+
+    async def listen(self, channel: str, on_notify: Callable[[str], None], on_state: Callable[[bool], None]) -> bool:
+        return False  # SQLite has no notifications: followers of other servers' turns poll
 
     # ---- reads -------------------------------------------------------------------------
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> Row | None:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from claude_server.store.database import Database
-from claude_server.store.events import INSERT_CHUNK
+from claude_server.store.events import INSERT_CHUNK, Notifier
 from claude_server.store.rows import TURN_COLUMNS, TurnRow, dumps, now_iso
 
 STAT_GROUPS = {
@@ -20,7 +20,7 @@ STAT_GROUPS = {
 LIVE_ONLY = " AND COALESCE(server_id, '') NOT IN (SELECT server_id FROM replicas WHERE heartbeat_at >= ?)"
 
 
-class TurnQueries:
+class TurnQueries(Notifier):
     db: Database
 
     async def insert_turn(
@@ -75,7 +75,7 @@ class TurnQueries:
         model: str | None = None,
         duration_ms: float | None = None,
     ) -> None:
-        await self.db.execute(
+        await self.execute_notifying(
             "UPDATE turns SET status = ?, finished_at = ?, exit_code = ?, cost_usd = ?, session_cost_usd = ?, "
             "usage = ?, num_turns = ?, error = ?, last_seq = ?, model = ?, duration_ms = ? WHERE turn_id = ?",
             (
@@ -92,6 +92,7 @@ class TurnQueries:
                 duration_ms,
                 turn_id,
             ),
+            turn_id,
         )
 
     async def record_turn_cost(
@@ -172,6 +173,7 @@ class TurnQueries:
                     "WHERE turn_id = ? AND status IN ('queued', 'running')",
                     (now_iso(), json.dumps(error), seq, row.turn_id),
                 )
+            await self.notify_in(tx, (row.turn_id for row in rows))
         return rows
 
     async def stats(
