@@ -1,6 +1,6 @@
-"""Admission: at most N CLI processes at once, a bounded FIFO queue for the rest, and a
-per-key rate limit on turns started. Background tasks take only the slots nobody in the
-queue waits for (``spare``). Pure asyncio, no HTTP.
+"""Admission: at most N CLI processes at once on this server, and a bounded FIFO queue for
+the rest. Background tasks take only the slots nobody in the queue waits for (``spare``).
+Pure asyncio, no HTTP. (The per-key rate limit is counted in the database: ``rate_limit.py``.)
 
 A turn admitted at once gets a ``Slot``; a turn that must wait gets a place in the queue,
 which turns into a ``Slot`` when one frees up. Both live in the turn's ``Ticket``, which the
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -156,26 +155,3 @@ class Admission(Generic[T]):
     def _renumber(self) -> None:
         for place, ticket in enumerate(self._queue, start=1):
             self._on_position(ticket.item, place)
-
-
-class RateLimiter:
-    """A token bucket per key: ``per_minute`` turns, refilled evenly, bursts of as many."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
-
-    def take(self, key: str) -> float:
-        """0 when a turn may start now (and counts it), else the seconds until one may."""
-        if self.per_minute <= 0:
-            return 0.0
-        now = self.clock()
-        rate = self.per_minute / 60.0
-        tokens, at = self._buckets.get(key, (float(self.per_minute), now))
-        tokens = min(float(self.per_minute), tokens + (now - at) * rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / rate

@@ -24,11 +24,11 @@ from typing import Any
 from claude_server.broker_settings import BrokerSettings
 from claude_server.claude import events
 from claude_server.claude.command import TurnOptions
-from claude_server.claude.live import ControlError, LiveCli
+from claude_server.claude.live import LiveCli
 from claude_server.claude.probe import CliInfo, Credentials
 from claude_server.claude.reaper import Reaper
-from claude_server.cli_supply import INTERRUPTING, SPAWN_BACKOFF_S, CliSupply
-from claude_server.errors import ServiceUnavailable
+from claude_server.cli_supply import SPAWN_BACKOFF_S, CliSupply
+from claude_server.errors import ApiError, ServiceUnavailable
 from claude_server.gate import Gate
 from claude_server.metrics import Metrics
 from claude_server.occupancy import Occupancy
@@ -45,6 +45,7 @@ from claude_server.subscription import Subscription
 from claude_server.turn import Turn
 from claude_server.turn_end import log_end, record_end
 from claude_server.turn_run import TurnRun
+from claude_server.turn_stop import terminate
 from claude_server.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,6 @@ log = logging.getLogger(__name__)
 # A CLI that is not kept warm gets this long after its result to exit by itself once its
 # input is closed (it still writes its transcript; reported elsewhere: a CLI that never exits).
 POST_RESULT_GRACE_S = 10.0
-# An interrupt through the control protocol ends a turn within milliseconds (measured);
-# without the CLI's result within this long, the CLI is ended by signal instead.
-INTERRUPT_GRACE_S = 3.0
 
 
 class Broker:
@@ -182,9 +180,13 @@ class Broker:
             if turn.status is TurnStatus.RUNNING and turn.stop_reason is None:
                 await self._launch(turn)
         except BaseException as exc:
-            await self._finish(turn, None, start_error=exc)
+            heard = start_error(exc, self.cli.path, conversation_id)
+            # Refused (a 4xx: busy on another replica, a conversation bound meanwhile) rather
+            # than failed: not counted as a turn, nor against the key's rate limit.
+            refused = isinstance(heard, ApiError) and heard.status < 500 and not turn.recorded
+            await self._finish(turn, None, start_error=exc, refused=refused)
             subscription.close()  # after: closing the last follower of a live turn cancels it
-            raise start_error(exc, self.cli.path, conversation_id) from exc
+            raise heard from exc
         if turn.process is not None:
             self._spawn(self._run_to_end(turn), name=f"turn-{turn.id}")
         elif session_free is not None:
@@ -375,27 +377,7 @@ class Broker:
         return task
 
     async def _terminate(self, turn: Turn) -> None:
-        """End a stopped turn: interrupt it (its CLI stays) when it was cancelled, else, or
-        when the interrupt is not answered in time, end its CLI; a waiting turn leaves its
-        place in the queue or in its session's line."""
-        live, run = turn.process, turn.run
-        if live is None or run is None:
-            if turn.ticket is not None and turn.ticket.waiting:
-                turn.ticket.release()
-            elif turn.ticket is None:
-                self.occupancy.leave(turn)
-            return
-        stop = turn.stop_reason
-        run.prompts.deny_all(stop.message if stop else "The turn was stopped", "interrupt", interrupt=True)
-        if stop is not None and stop.code in INTERRUPTING and live.alive and not run.done.is_set():
-            try:
-                async with asyncio.timeout(INTERRUPT_GRACE_S):
-                    await live.control("interrupt")
-                    await run.done.wait()
-                return
-            except (ControlError, TimeoutError) as exc:
-                log.warning("turn %s: interrupt failed (%s); ending its CLI", turn.id, exc or "no result in time")
-        await live.process.terminate()
+        await terminate(turn, self.occupancy)
 
     async def cancel(self, turn: Turn, code: StopCode = StopCode.CANCELLED, message: str = "") -> None:
         """End a running or queued turn and wait until it is recorded; its followers receive
@@ -415,10 +397,13 @@ class Broker:
             await self.cancel(running, code, message)
         await self.supply.end_session(session_id)
 
-    async def _finish(self, turn: Turn, live: LiveCli | None, start_error: BaseException | None = None) -> None:
+    async def _finish(
+        self, turn: Turn, live: LiveCli | None, start_error: BaseException | None = None, refused: bool = False
+    ) -> None:
         """Record how the turn ended, give back its ticket, free its session, end its
         followers' streams, and keep its CLI warm or end it. ``live`` is None for a turn
-        that never ran (queue timeout, cancelled while queued, a start that failed)."""
+        that never ran (queue timeout, cancelled while queued, a start that failed or was
+        ``refused``)."""
         if turn.run is not None:
             turn.run.prompts.deny_all("The turn ended", "server", tell_cli=False)
         exited = live is not None and (turn.result is None or not live.process.running)
@@ -445,7 +430,10 @@ class Broker:
         self.routing.ended(turn)
         self.metrics.running.set(self.gate.running)
         self.metrics.queue_length.set(self.gate.queued)
-        self.metrics.turn_ended(status, turn.model, turn.result)
+        if refused:
+            await self.gate.give_back(turn)
+        else:
+            self.metrics.turn_ended(status, turn.model, turn.result)
         if live is not None:
             self.metrics.turn_duration.observe(loop.time() - turn.started_at)
         # Into the pool before the session is free: a turn waiting for it takes this CLI.
@@ -454,7 +442,7 @@ class Broker:
         await self.replicas.release(turn, self.running_on)
         turn.finish(status)
         turn.log.close()
-        log_end(turn, status, duration_ms)
+        log_end(turn, status, duration_ms, start_error if refused else None)
         if live is not None and not kept:
             await self.supply.retire(live)
 

@@ -26,7 +26,7 @@ from claude_server.errors import ApiError, ServiceUnavailable
 
 FORWARDED = "X-Claude-Server-Forwarded"
 # Longer than a cancel takes on its replica (an interrupt within milliseconds, the signal
-# fallback after broker.INTERRUPT_GRACE_S).
+# fallback after turn_stop.INTERRUPT_GRACE_S).
 FORWARD_TIMEOUT_S = 10.0
 PASSED_HEADERS = ("Authorization", "x-api-key", "Content-Type", "Accept")
 

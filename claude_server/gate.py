@@ -1,22 +1,27 @@
 """The gate: whether a turn may start, and when. One call, ``admit``, checks the operator's
 permission policy, the key's daily budget and rate limit, and takes a slot or a place in
 the queue; it either gives the turn its ticket or raises the error the client hears.
-No aiohttp here."""
+Budgets and rate limits are counted in the database (every replica sees the same); slots
+and the queue are this server's. No aiohttp here."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from claude_server.admission import Admission, RateLimiter
+from claude_server.admission import Admission
 from claude_server.claude.command import TurnOptions
 from claude_server.config import Settings
 from claude_server.errors import Forbidden, TooManyRequests
 from claude_server.outcome import TurnStatus
 from claude_server.principal import Principal
+from claude_server.rate_limit import RateLimiter
 from claude_server.store import Store, now_iso
 from claude_server.turn import Turn
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,7 @@ class Gate:
         self.settings = settings
         self.store = store
         self.admission: Admission[Turn] = Admission(settings.max_concurrent, settings.max_queue, Turn.set_position)
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_min)
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_min, store)
 
     def check_policy(self, options: TurnOptions) -> None:
         """The operator's permission policy; 403 naming the setting that refuses the request."""
@@ -92,39 +97,60 @@ class Gate:
     async def admit(self, turn: Turn, ready: Callable[[], bool] = lambda: True, background: bool = False) -> bool:
         """Give ``turn`` its ticket (a slot now, or a place in the queue), or raise: 403 for
         the policy, 429 for the budget, the rate limit or a full queue. ``ready`` runs after
-        the last await and before anything is taken, so checks that must not race (is the
-        session busy?) raise there with nothing to give back; when it returns False the
-        turn is to wait for its session first: it gets no ticket now (False), and
-        ``enter`` gives it one when its session is free. A ``background`` turn (a task,
-        rate-limited when it was submitted) takes a spare slot or raises ``NoSpareSlot``."""
+        the last await, so checks that must not race (is the session busy?) raise there; a
+        rate token taken before it is then given back. When it returns False the turn is to
+        wait for its session first: it gets no ticket now (False), and ``enter`` gives it one
+        when its session is free. A ``background`` turn (a task, rate-limited when it was
+        submitted) takes a spare slot or raises ``NoSpareSlot``."""
         self.check_policy(turn.options)
         await self._check_budget(turn.principal)
-        now = ready()
-        if background:
-            ticket = self.admission.spare(turn)
-            if ticket is None:
-                raise NoSpareSlot()
-            turn.ticket, turn.status = ticket, TurnStatus.RUNNING
-            return True
-        self._check_room()
         principal = turn.principal
-        wait = self.rate_limiter.take(principal.key_id or "")
-        if wait:
-            raise self._rate_limited(principal, wait)
-        if now:
-            self.enter(turn)
-        return now
-
-    def take_rate(self, principal: Principal, count: int = 1) -> None:
-        """Count ``count`` turns against the key's rate limit now (tasks, when submitted)."""
-        for _ in range(count):
-            wait = self.rate_limiter.take(principal.key_id or "")
+        wait = 0.0 if background else await self.rate_limiter.take(principal.key_id or "")
+        turn.rate_taken = not background and wait == 0.0 and self.rate_limiter.on
+        try:
+            now = ready()
+            if background:
+                ticket = self.admission.spare(turn)
+                if ticket is None:
+                    raise NoSpareSlot()
+                turn.ticket, turn.status = ticket, TurnStatus.RUNNING
+                return True
             if wait:
                 raise self._rate_limited(principal, wait)
+            self._check_room()
+            if now:
+                self.enter(turn)
+        except BaseException:
+            await self.give_back(turn)
+            raise
+        return now
+
+    async def give_back(self, turn: Turn) -> None:
+        """Uncount the turn from its key's rate limit: it was refused before it started."""
+        if turn.rate_taken:
+            turn.rate_taken = False
+            try:
+                await self.rate_limiter.give_back(turn.principal.key_id or "")
+            except Exception as exc:  # the refusal the client hears matters more
+                log.warning("turn %s: could not give back its rate-limit token: %s", turn.id, exc)
+
+    async def take_rate(self, principal: Principal, count: int = 1) -> None:
+        """Count ``count`` turns against the key's rate limit now, all or none (tasks, when
+        submitted)."""
+        if self.rate_limiter.on and count > self.rate_limiter.per_minute:
+            raise TooManyRequests(
+                f"A batch of {count} turns is more than key {principal.name} may start in a minute "
+                f"({self.rate_limiter.per_minute}, CLAUDE_SERVER_RATE_LIMIT_PER_MIN); submit at most that many at once",
+                retry_after=60.0,
+                code="rate_limited",
+            )
+        wait = await self.rate_limiter.take(principal.key_id or "", count)
+        if wait:
+            raise self._rate_limited(principal, wait)
 
     def _rate_limited(self, principal: Principal, wait: float) -> TooManyRequests:
         return TooManyRequests(
-            f"Key {principal.name} may start {self.settings.rate_limit_per_min} turns per minute "
+            f"Key {principal.name} may start {self.rate_limiter.per_minute} turns per minute "
             "(CLAUDE_SERVER_RATE_LIMIT_PER_MIN)",
             retry_after=wait,
             code="rate_limited",

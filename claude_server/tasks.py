@@ -176,7 +176,7 @@ class Tasks:
                 retry_after=60.0,
                 code="task_queue_full",
             )
-        self.broker.gate.take_rate(principal, len(specs))
+        await self.broker.gate.take_rate(principal, len(specs))
         rows = []
         for spec in specs:
             self._seq += 1

@@ -261,6 +261,7 @@ class Turn:
         self.run: TurnRun | None = None  # while its CLI runs it
         self.warm = False  # it runs in a CLI that served a turn before
         self.claimed: set[str] = set()  # the sessions it holds across replicas (see replicas)
+        self.rate_taken = False  # it counts against its key's rate limit (see gate)
         self.spawn_retries = 0  # starts left for a CLI that fails before it prints anything
         self.provider: ProviderConfig | None = None  # what it runs against (with a providers file)
         self.provider_moved_from: str | None = None  # the provider its session left for this one

@@ -54,8 +54,12 @@ async def record_end(
         await store.touch_session(turn.session_id)
 
 
-def log_end(turn: Turn, status: TurnStatus, duration_ms: float | None) -> None:
-    """One line per finished turn, with what an operator greps for."""
+def log_end(turn: Turn, status: TurnStatus, duration_ms: float | None, refused: BaseException | None = None) -> None:
+    """One line per finished turn, with what an operator greps for; a turn ``refused``
+    before it started gets one line saying why."""
+    if refused is not None:
+        log.info("turn %s refused before it started: %s", turn.id, refused)
+        return
     error = turn.error
     reason = f": {error.code}: {error.message}" if error is not None else ""
     log.log(

@@ -45,8 +45,11 @@ class Pair:
         return start_replica(self.shared, self.database, name, self.fake_api)
 
 
-def start_replica(shared: Path, database: str, name: str, api: FakeAnthropic) -> RunningServer:
+def start_replica(
+    shared: Path, database: str, name: str, api: FakeAnthropic, extra: dict[str, str] | None = None
+) -> RunningServer:
     env = {
+        **(extra or {}),
         "CLAUDE_SERVER_DB": database,
         "CLAUDE_SERVER_WORKSPACE_ROOT": str(shared / "workspace"),
         "CLAUDE_SERVER_CLAUDE_CONFIG_DIR": str(shared / "claude-config"),
@@ -146,6 +149,39 @@ async def test_one_turn_per_session_across_replicas_and_following_elsewhere(
     # Free again: the next turn may run on b.
     after = await run_turn(http, pair.b, {"prompt": "now b", "session_id": sid})
     assert after.last.get("subtype") == "success", after.last
+
+
+async def test_the_rate_limit_counts_the_turns_of_every_replica(
+    tmp_path: Path, database: str, fake_api: FakeAnthropic, http: aiohttp.ClientSession
+) -> None:
+    limit = {"CLAUDE_SERVER_RATE_LIMIT_PER_MIN": "3"}
+    a = start_replica(tmp_path, database, "a", fake_api, limit)
+    try:
+        b = start_replica(tmp_path, database, "b", fake_api, limit)
+    except BaseException:
+        stop_server(a)
+        raise
+    try:
+        sid = (await run_turn(http, a, {"prompt": "one"})).last["session_id"]
+        reader, _ = await started(http, a, {"prompt": "[[slow: 4]] two", "session_id": sid})
+        try:
+            # Busy on a: refused by b before it started, so it does not count.
+            async with await post(http, b, {"prompt": "not counted", "session_id": sid}) as resp:
+                assert resp.status == 409, await resp.text()
+            await reader.rest()
+        finally:
+            reader.resp.close()
+        assert (await run_turn(http, b, {"prompt": "three"})).last.get("subtype") == "success"
+        # b started one turn, a two: the fourth is refused on either, the limit is theirs together.
+        for server in (b, a):
+            async with await post(http, server, {"prompt": "four"}) as resp:
+                body = await resp.json()
+                assert resp.status == 429, body
+            assert body["error"]["code"] == "rate_limited" and int(resp.headers["Retry-After"]) >= 1
+        assert "refused before it started" in b.log_text() and "start_failed" not in b.log_text()
+    finally:
+        stop_server(a)
+        stop_server(b)
 
 
 async def test_interrupts_and_answers_through_the_other_replica(pair: Pair, http: aiohttp.ClientSession) -> None:

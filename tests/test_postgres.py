@@ -96,6 +96,7 @@ async def fill(path: Path) -> None:
         await store.register_replica("srv", "a", "http://h:3000")
         await store.claim_session("s1", "t1", "srv", "2026-01-01T00:00:00.000Z")
         await store.take_task("task1", "srv", "2026-01-01T00:00:00.000Z")
+        await store.take_rate("key_1", 1, 10, 1_767_225_600.25)
     finally:
         await store.close()
 

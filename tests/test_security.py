@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from claude_server.admission import RateLimiter
 from claude_server.app import create_app
 from claude_server.cli import check_exposure
 from claude_server.config import Settings
+from claude_server.rate_limit import RateLimiter
+from claude_server.store import Store
 from tests.helpers import JSON, parse_sse, post, read_until, run_turn, session_of, texts
 
 OPERATOR = "op-secret-1"
@@ -262,14 +263,61 @@ async def test_rate_limit_per_key(aiohttp_client, settings: Settings) -> None:  
     assert 1 <= int(limited.headers["Retry-After"]) <= 30
 
 
-def test_rate_limiter_refills_evenly() -> None:
-    now = [0.0]
-    limiter = RateLimiter(60, clock=lambda: now[0])
-    assert all(limiter.take("k") == 0 for _ in range(60))
-    assert limiter.take("k") == pytest.approx(1.0)
-    assert limiter.take("other") == 0
-    now[0] = 1.0
-    assert limiter.take("k") == 0 and limiter.take("k") > 0
+async def test_a_refused_turn_does_not_count_against_the_rate_limit(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    client = await aiohttp_client(create_app(replace(settings, rate_limit_per_min=3, api_keys=(OPERATOR,))))
+    first = await as_key(client, OPERATOR, {"prompt": "x", "stream": False})
+    sid = (await first.json())["session_id"]
+    running = await as_key(client, OPERATOR, {"prompt": "@sleep=30", "session_id": sid})
+    await read_until(running, lambda ev: ev.event is None)
+    busy = await as_key(client, OPERATOR, {"prompt": "x", "session_id": sid})
+    assert busy.status == 409
+    assert (await as_key(client, OPERATOR, {"prompt": "x", "stream": False})).status == 200  # the third
+    limited = await as_key(client, OPERATOR, {"prompt": "x"})
+    assert limited.status == 429 and (await limited.json())["error"]["code"] == "rate_limited"
+    running.close()
+
+
+async def test_a_batch_of_tasks_takes_its_turns_all_or_none(aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    client = await aiohttp_client(create_app(replace(settings, rate_limit_per_min=3, api_keys=(OPERATOR,))))
+    headers = {**JSON, **bearer(OPERATOR)}
+
+    async def submit(n: int) -> Any:
+        body = {"tasks": [{"prompt": "@sleep=0"} for _ in range(n)]}
+        return await client.post("/api/tasks/batch", data=json.dumps(body), headers=headers)
+
+    too_many = await submit(4)
+    assert too_many.status == 429
+    assert "more than key" in (await too_many.json())["error"]["message"]
+    assert (await submit(2)).status in (200, 201, 202)
+    assert (await submit(2)).status == 429  # one left: nothing taken
+    assert (await as_key(client, OPERATOR, {"prompt": "x", "stream": False})).status == 200
+
+
+@pytest.mark.backends
+async def test_rate_limiter_refills_evenly_and_every_server_counts_the_same(database: str) -> None:
+    now = [1000.0]
+    one, two = await Store.open(database), await Store.open(database)
+    try:
+        a, b = (RateLimiter(60, store, clock=lambda: now[0]) for store in (one, two))
+        assert [await limiter.take("k") for limiter in (a, b) for _ in range(30)] == [0.0] * 60
+        assert await b.take("k") == pytest.approx(1.0)
+        assert await a.take("other") == 0
+        now[0] += 1.0
+        assert await b.take("k") == 0 and await a.take("k") > 0
+        now[0] += 10.0  # ten more
+        assert await a.take("k", 11) == pytest.approx(1.0)  # all or none: nothing taken
+        assert await b.take("k", 10) == 0
+        await a.give_back("k", 5)
+        assert await b.take("k", 5) == 0 and await b.take("k") > 0
+        now[0] -= 30.0  # a clock behind the last take refills nothing
+        assert await a.take("k") > 0
+        # Taken at once through both servers, a bucket of 10 lets exactly 10 through.
+        c, d = RateLimiter(10, one, clock=lambda: now[0]), RateLimiter(10, two, clock=lambda: now[0])
+        waits = await asyncio.gather(*(limiter.take("k2") for limiter in (c, d) for _ in range(8)))
+        assert sum(1 for wait in waits if wait == 0) == 10
+    finally:
+        await one.close()
+        await two.close()
 
 
 # ---- limits, policy, budgets -----------------------------------------------------------------

@@ -2,8 +2,8 @@
 see ``database.py``).
 
 ``Store`` joins the queries of each table (sessions, turns, events, keys, compatible-API
-exchanges, CLI processes, background tasks and their webhook deliveries, providers, replicas); nothing outside
-this package runs SQL.
+exchanges, CLI processes, background tasks and their webhook deliveries, providers, replicas,
+rate limits); nothing outside this package runs SQL.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from claude_server.store.events import EventQueries
 from claude_server.store.keys import KeyExists, KeyQueries, hash_secret
 from claude_server.store.processes import ProcessQueries
 from claude_server.store.providers import ProviderQueries
+from claude_server.store.rates import RateQueries
 from claude_server.store.replicas import ReplicaQueries
 from claude_server.store.rows import (
     KeyRow,
@@ -68,6 +69,7 @@ class Store(
     DeliveryQueries,
     ProviderQueries,
     ReplicaQueries,
+    RateQueries,
 ):
     """Typed access to every table. ``await Store.open(path_or_url)``; ``await store.close()``."""
 

@@ -52,6 +52,9 @@ class Dialect:
     # A statement that notifies listeners on channel ``?`` with payload ``?`` once its
     # transaction commits (see ``store/changes.py``); SQLite has none.
     notify: str | None = None
+    # After a SELECT in a transaction: lock the rows read until it ends (SQLite's write
+    # transaction holds the whole database already).
+    for_update = ""
 
 
 class PostgresDialect(Dialect):
@@ -74,6 +77,7 @@ class PostgresDialect(Dialect):
         return f"(({column})::jsonb ->> '{key}')::bigint"
 
     notify = "SELECT pg_notify(?, ?)"
+    for_update = " FOR UPDATE"
 
 
 SQLITE = Dialect()
