@@ -2,7 +2,8 @@
 
 A cancel, an interrupt, a permission or question answer (and the lists of those waiting),
 or a session's delete may arrive at any replica; the turn's CLI runs on one. When the turn
-(``/api/turns/{id}/...``) or the session's claim (``/api/sessions/{id}...``) belongs to
+(``/api/turns/{id}/...``) or the session's claim (``/api/sessions/{id}...``; between turns,
+the server whose CLI for the session is still warm, so a delete ends that CLI) belongs to
 another live server, this middleware sends the request on to that server's advertise URL,
 unchanged: same method, path, query and body, and the caller's own ``Authorization`` or
 ``x-api-key``, so that the owner applies its rules (who may see the turn, who may answer) as

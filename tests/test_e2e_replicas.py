@@ -218,6 +218,21 @@ async def test_interrupts_and_answers_through_the_other_replica(pair: Pair, http
         assert (await resp.json())["error"]["code"] == "not_running"
 
 
+async def test_deleting_a_session_through_the_other_replica_ends_its_warm_cli(
+    pair: Pair, http: aiohttp.ClientSession
+) -> None:
+    first = await run_turn(http, pair.a, {"prompt": "hello"})
+    sid = first.last["session_id"]
+    process = (await get_json(http, f"{pair.a.url}/api/turns/{first.turn_id}"))["process_id"]
+    assert marked_pids(process)  # warm on a, between turns
+    async with http.delete(f"{pair.b.url}/api/sessions/{sid}") as resp:
+        assert resp.status == 204, await resp.text()
+    assert await asyncio.to_thread(wait_until, lambda: not marked_pids(process), 5.0)
+    for server in (pair.a, pair.b):
+        async with http.get(f"{server.url}/api/sessions/{sid}") as resp:
+            assert resp.status == 404
+
+
 async def test_a_replica_killed_mid_turn(pair: Pair, http: aiohttp.ClientSession) -> None:
     first = await run_turn(http, pair.a, {"prompt": "hello"})
     sid = first.last["session_id"]

@@ -79,8 +79,15 @@ class ReplicaQueries:
         return str(found) if found is not None else None
 
     async def session_server(self, session_id: str) -> str | None:
-        """The server whose turn holds the session."""
+        """The server whose turn holds the session, else the one whose CLI that ran the
+        session's last turn is still running (warm, between turns)."""
         found = await self.db.fetchval("SELECT server_id FROM session_claims WHERE session_id = ?", (session_id,))
+        if found is None:
+            found = await self.db.fetchval(
+                "SELECT server_id FROM processes WHERE ended_at IS NULL AND marker = (SELECT process_id FROM turns "
+                "WHERE session_id = ? AND process_id IS NOT NULL ORDER BY started_at DESC LIMIT 1)",
+                (session_id,),
+            )
         return str(found) if found is not None else None
 
     async def running_turns_by_server(self) -> dict[str, list[dict[str, Any]]]:
