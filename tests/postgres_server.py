@@ -8,6 +8,11 @@ its commands run through ``runuser``.
 
 Each test gets a database of its own, created from a migrated template (a copy of a few
 megabytes of files: milliseconds), so no test sees another's rows.
+
+Nothing is left behind, even when the test process is killed (``kill -9``, a CI timeout): a
+watchdog process of its own session holds the read end of a pipe whose only write end is the
+test process's; when that closes (``stop()``, or the process died) it stops the cluster and
+removes its directory.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
-import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -28,6 +33,16 @@ import pytest
 from claude_server.store.postgres import PostgresDatabase
 
 TEMPLATE = "claude_server_template"
+# Waits for its stdin to close, then runs the command in argv (the cluster's stop) and
+# removes the directory named first.
+WATCHDOG = """
+import shutil, subprocess, sys
+sys.stdin.buffer.read()
+try:
+    subprocess.run(sys.argv[2:], capture_output=True, timeout=60)
+finally:
+    shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
 
 
 def _free_port() -> int:
@@ -53,6 +68,7 @@ class PostgresServer:
         self.data = self.dir / "data"
         self.port = _free_port()
         self._user = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:
             try:
                 self._user = pwd.getpwnam("postgres")
@@ -61,10 +77,14 @@ class PostgresServer:
         if self._user is not None:
             os.chown(self.dir, self._user.pw_uid, self._user.pw_gid)
 
-    def _run(self, *args: str) -> None:
+    def _command(self, *args: str) -> list[str]:
         command = [str(self.bin / args[0]), *args[1:]]
         if self._user is not None:
             command = ["runuser", "-u", "postgres", "--", *command]
+        return command
+
+    def _run(self, *args: str) -> None:
+        command = self._command(*args)
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=self.dir)
         if result.returncode != 0:
             log = self.dir / "log"
@@ -72,6 +92,15 @@ class PostgresServer:
             raise RuntimeError(f"{args[0]} failed: {result.stdout}{result.stderr}{tail}")
 
     def start(self) -> PostgresServer:
+        stop = self._command("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG, str(self.dir), *stop],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C of the tests' process group leaves it to clean up
+            cwd="/",
+        )
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8")
         # Durability off: a test cluster lives for one run.
         options = f"-p {self.port} -h 127.0.0.1 -k {self.dir} -c fsync=off -c synchronous_commit=off "
@@ -110,8 +139,7 @@ class PostgresServer:
             await conn.close()
 
     def stop(self) -> None:
-        try:
-            if (self.data / "postmaster.pid").exists():
-                self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        """Stop the cluster and remove its directory (the watchdog does both)."""
+        if self._watchdog is not None and self._watchdog.stdin is not None:
+            self._watchdog.stdin.close()
+            self._watchdog.wait(90)

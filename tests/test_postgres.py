@@ -20,8 +20,9 @@ import pytest
 from claude_server.store import DatabaseUnavailable, Store
 from claude_server.store.database import redacted
 from claude_server.store.tasks import TaskRow
-from tests.conftest import FAKE_CLI, base_environ, start_server, stop_server
+from tests.conftest import FAKE_CLI, ROOT, base_environ, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
+from tests.helpers import pid_alive, wait_until
 from tests.postgres_server import PostgresServer
 
 
@@ -304,3 +305,23 @@ async def test_one_store_at_a_time_holds_the_server_lock(postgres_server: Postgr
     finally:
         await first.close()
         await second.close()
+
+
+def test_a_test_cluster_goes_when_the_tests_are_killed() -> None:
+    """``kill -9`` of the process that started a test PostgreSQL stops it and removes its files."""
+    script = (
+        "import time\nfrom tests.postgres_server import PostgresServer\n"
+        "print(PostgresServer().start().dir, flush=True)\ntime.sleep(600)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        directory = Path(proc.stdout.readline().strip())
+        postmaster = int((directory / "data" / "postmaster.pid").read_text().split()[0])
+        assert pid_alive(postmaster)
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert wait_until(lambda: not pid_alive(postmaster) and not directory.exists(), 30.0)
