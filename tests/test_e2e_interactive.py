@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import RunningServer, real_cli_path, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic
-from tests.helpers import marked_pids, pid_alive, wait_until
+from tests.helpers import marked_pids, wait_until
 from tests.test_e2e_core import (
     ECHO_RE,
     SseReader,
