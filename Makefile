@@ -58,7 +58,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check claude_server tests bench open_webui scripts
 	$(VENV)/bin/ruff check claude_server tests bench open_webui scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/mypy --strict open_webui/claude_code.py scripts/demo.py
+	$(VENV)/bin/mypy --strict open_webui/claude_code.py scripts/demo.py scripts/openwebui_setup.py
 
 bench: setup
 	$(PY) bench/latency.py
