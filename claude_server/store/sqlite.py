@@ -6,10 +6,11 @@ holds the writer for its whole block. Reads go to the reader, which in WAL mode 
 committed write and never waits for a write in progress, so a large batch of events being
 written does not hold up ``/health`` or a session listing.
 
-Migrations (see ``store/database.py``) are applied each in one transaction together with its
-row in ``schema_migrations``. ``executescript`` commits before it runs and ignores the
-isolation level, so the transaction is written into the script itself and rolled back by
-hand on failure.
+Migrations (see ``store/database.py``) are applied all in one ``BEGIN IMMEDIATE``
+transaction together with their rows in ``schema_migrations``, which are read inside it: of
+several processes opening a new database at once (replicas, or ``claude-server keys`` beside a
+starting server), one applies them and the others wait for it and find nothing left to do.
+A migration is run statement by statement (``executescript`` would commit the transaction).
 
 A statement that breaks a constraint raises ``Conflict`` (``sqlite3.IntegrityError`` is its
 cause).
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 # After writes, the WAL is copied into the database this long later (so a flood's writes
 # are checkpointed in large steps, and a quiet server not at all).
 CHECKPOINT_INTERVAL_S = 0.5
+# How often, and how long apart, the switch of a new file to WAL is tried (5 s in all).
+WAL_SWITCH_TRIES = 100
+WAL_SWITCH_WAIT_S = 0.05
 
 
 def icontains(haystack: str | None, needle: str) -> bool:
@@ -54,13 +58,23 @@ def _conflicts() -> Iterator[None]:
 
 async def _connect(path: Path, *, reader: bool) -> aiosqlite.Connection:
     conn = await aiosqlite.connect(str(path), isolation_level=None)
+    try:
+        await _configure(conn, reader=reader)
+    except BaseException:
+        await conn.close()  # its thread would keep the process from exiting
+        raise
+    return conn
+
+
+async def _configure(conn: aiosqlite.Connection, *, reader: bool) -> None:
     conn.row_factory = sqlite3.Row
+    await conn.execute("PRAGMA busy_timeout=5000")
     if not reader:
         # Events are stored in chunks of up to a megabyte: with 4 KiB pages each chunk is a
         # chain of 256 overflow pages, and writing a flood cost SQLite twice the CPU it
         # does with 64 KiB pages (measured). Only a new database takes a page size.
         await conn.execute("PRAGMA page_size=65536")
-        await conn.execute("PRAGMA journal_mode=WAL")
+        await _use_wal(conn)
     # NORMAL is durable across application crashes in WAL mode; only a power loss can lose
     # the last transactions, and it never corrupts the database.
     await conn.execute("PRAGMA synchronous=NORMAL")
@@ -68,36 +82,60 @@ async def _connect(path: Path, *, reader: bool) -> aiosqlite.Connection:
     # The WAL file is truncated back to this size after a checkpoint, instead of staying as
     # large as the largest burst of events ever made it.
     await conn.execute("PRAGMA journal_size_limit=67108864")
-    await conn.execute("PRAGMA busy_timeout=5000")
     if reader:
         await conn.execute("PRAGMA query_only=ON")
     await conn.create_function("icontains", 2, icontains, deterministic=True)
-    return conn
+
+
+async def _use_wal(conn: aiosqlite.Connection) -> None:
+    # Switching a new file to WAL needs it to itself and does not wait (SQLite answers
+    # "database is locked" at once, busy_timeout or not) while another process opens it too.
+    for _ in range(WAL_SWITCH_TRIES - 1):
+        with contextlib.suppress(sqlite3.OperationalError):
+            async with conn.execute("PRAGMA journal_mode=WAL") as cur:
+                row = await cur.fetchone()
+            if row is not None and str(row[0]).lower() == "wal":
+                return
+        await asyncio.sleep(WAL_SWITCH_WAIT_S)
+    await conn.execute("PRAGMA journal_mode=WAL")  # the last try raises what SQLite says
+
+
+def statements(script: str) -> Iterator[str]:
+    """The statements of a migration file, each whole (a trigger's body keeps its ``;``)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+    if any(line.strip() and not line.strip().startswith("--") for line in pending.splitlines()):
+        yield pending  # a last statement without its semicolon
 
 
 async def migrate(conn: aiosqlite.Connection, folder: Path | None = None) -> list[str]:
     """Apply every migration not yet recorded; returns the names applied."""
-    await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    async with conn.execute("SELECT name FROM schema_migrations") as cur:
-        done = {row["name"] for row in await cur.fetchall()}
-    applied = []
-    for file_name, file in migration_files(SQLITE.name, folder):
-        if file_name in done:
-            continue
-        sql = file.read_text(encoding="utf-8")
-        name = file_name.replace("'", "''")
-        script = (
-            f"BEGIN;\n{sql}\n;\nINSERT INTO schema_migrations (name, applied_at) "
-            f"VALUES ('{name}', '{now_iso()}');\nCOMMIT;"
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
         )
-        try:
-            await conn.executescript(script)
-        except Exception:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise
+        async with conn.execute("SELECT name FROM schema_migrations") as cur:
+            done = {row["name"] for row in await cur.fetchall()}
+        applied = []
+        for file_name, file in migration_files(SQLITE.name, folder):
+            if file_name in done:
+                continue
+            for statement in statements(file.read_text(encoding="utf-8")):
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (file_name, now_iso()))
+            applied.append(file_name)
+        await conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+        raise
+    for file_name in applied:
         log.info("applied migration %s", file_name)
-        applied.append(file_name)
     return applied
 
 
