@@ -90,6 +90,19 @@ def marked_pids(process_id: str) -> list[int]:
     return [p for p in found if pid_alive(p)]
 
 
+def turn_processes_running(process_id: str, cmdline_part: bytes) -> bool:
+    """Whether one of a CLI's marked processes has ``cmdline_part`` in its command line (a
+    process that ends while it is looked at does not count)."""
+    for pid in marked_pids(process_id):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                if cmdline_part in fh.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
 # ---- talking to the app under test ----------------------------------------------------------
 
 JSON = {"Content-Type": "application/json"}

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import RunningServer, real_cli_path, start_server, stop_server
 from tests.fake_anthropic import FakeAnthropic, Recorded
-from tests.helpers import SseEvent, marked_pids, parse_sse, session_of, wait_until
+from tests.helpers import SseEvent, marked_pids, parse_sse, session_of, turn_processes_running, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -190,18 +190,6 @@ async def wait_turn_finished(http: aiohttp.ClientSession, server: RunningServer,
 def conversation(request: Recorded) -> list[dict[str, Any]]:
     """The user/assistant messages of an API request (the CLI also sends role "system")."""
     return [m for m in request.body.get("messages") or [] if m.get("role") in ("user", "assistant")]
-
-
-def turn_processes_running(process_id: str, cmdline_part: bytes) -> bool:
-    """Whether one of a CLI's marked processes has ``cmdline_part`` in its command line."""
-    for pid in marked_pids(process_id):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                if cmdline_part in fh.read():
-                    return True
-        except OSError:
-            continue
-    return False
 
 
 async def process_of(http: aiohttp.ClientSession, server: RunningServer, turn_id: str) -> str:

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from tests.conftest import RunningServer
 from tests.fake_anthropic import FakeAnthropic, Recorded
-from tests.helpers import marked_pids, wait_until
+from tests.helpers import marked_pids, turn_processes_running, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPE_SOURCE = ROOT / "open_webui" / "claude_code.py"
@@ -1046,7 +1046,7 @@ async def test_the_stop_button_interrupts_the_turn_and_ends_its_tool(
     task = asyncio.create_task(read_answer(await chat.call(True, events), events))
 
     def tool_running(process: str) -> bool:
-        return any(LONG_TOOL_CMDLINE in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in marked_pids(process))
+        return turn_processes_running(process, LONG_TOOL_CMDLINE)
 
     async with asyncio.timeout(TOOL_START_TIMEOUT_S):
         while not any(e["data"]["description"] == "Running Bash…" for e in events):

@@ -152,18 +152,20 @@ class LiveCli:
                     if kind == "control_response" and obj is not None:
                         self._answered(obj)
                     elif kind == "control_request" and obj is not None:
+                        # The lines printed before the request go into the turn's log first
+                        # (its init, the tool use it asks about): the log keeps the CLI's order.
+                        await self._deliver(out)
+                        out = []
                         self._asked(obj)
                     elif kind == "control_cancel_request" and obj is not None:
                         # The CLI no longer waits for the answer (seen after an interrupt).
+                        await self._deliver(out)
+                        out = []
                         if self._sink is not None and isinstance(obj.get("request_id"), str):
                             self._sink.control_cancelled(obj["request_id"])
                     else:
                         out.append((line, kind, obj))
-                if out:
-                    if self._sink is not None:
-                        await self._sink.lines(out)
-                    else:
-                        log.debug("process %s: %d line(s) between turns dropped", self.marker, len(out))
+                await self._deliver(out)
         except LineTooLong as exc:
             self.failure, self.line_too_long = str(exc), True
             await self.process.terminate()
@@ -178,6 +180,14 @@ class LiveCli:
                     future.set_exception(ControlError("the CLI exited"))
             if self._sink is not None:
                 self._sink.ended()
+
+    async def _deliver(self, out: list[Line]) -> None:
+        if not out:
+            return
+        if self._sink is not None:
+            await self._sink.lines(out)
+        else:
+            log.debug("process %s: %d line(s) between turns dropped", self.marker, len(out))
 
     def _answered(self, obj: dict[str, Any]) -> None:
         response = obj.get("response")
